@@ -1,0 +1,162 @@
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { OrderError } from '../domain/errors.js';
+import type { OrderRequest, RetryPolicy } from '../domain/order.js';
+import type { Logger } from '../logger.js';
+import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
+import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
+import type { SnapshotRecord, SnapshotStore } from '../store/ports.js';
+import { SnapshotWriter } from '../store/snapshot-writer.js';
+
+export interface OrderRuntimeOptions {
+  /** The order machine with its real actors provided. */
+  machine: OrderMachine;
+  snapshots: SnapshotStore;
+  logger: Logger;
+  orderTimeoutMs: number;
+  retry: RetryPolicy;
+  /** Receives every actor's inspection events (the Stately inspector, or a test). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+export interface NewOrder {
+  order_id: string;
+  user_id: string;
+  request: OrderRequest;
+}
+
+type OrderActor = Actor<OrderMachine>;
+
+/**
+ * Owns the live order actors: starts them, persists every state change (through the
+ * group-committing SnapshotWriter), answers whoever waits for an order to settle, and
+ * drops each actor from memory once it is final or parked. The store, not this map,
+ * is the source of truth for status lookups.
+ */
+export class OrderRuntime {
+  private readonly live = new Map<string, OrderActor>();
+  private readonly waiters = new Map<string, Set<(record: SnapshotRecord) => void>>();
+  private readonly writer: SnapshotWriter;
+
+  constructor(private readonly options: OrderRuntimeOptions) {
+    this.writer = new SnapshotWriter(options.snapshots, options.logger);
+  }
+
+  get liveCount(): number {
+    return this.live.size;
+  }
+
+  /** Starts a new order; resolves once its first snapshot is durable. */
+  async submit(order: NewOrder): Promise<SnapshotRecord> {
+    const createdAt = new Date();
+    const input: OrderInput = {
+      ...order,
+      created_at: createdAt.toISOString(),
+      deadline_at: new Date(createdAt.getTime() + this.options.orderTimeoutMs).toISOString(),
+      retry: this.options.retry,
+    };
+    const actor = createActor(this.options.machine, { id: order.order_id, input, inspect: this.options.inspect });
+    this.track(order.order_id, actor);
+    actor.start();
+    await this.writer.flush();
+    return this.latest(order.order_id);
+  }
+
+  /** The order's latest record, or null. Reads the store (plus a write not yet committed). */
+  async get(orderId: string): Promise<SnapshotRecord | null> {
+    return this.writer.peek(orderId) ?? (await this.options.snapshots.get(orderId));
+  }
+
+  /** Resolves with the settled record, or with the current one when `timeoutMs` passes first. */
+  async waitForSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; record: SnapshotRecord }> {
+    if (!this.live.has(orderId)) {
+      const record = await this.get(orderId);
+      if (!record) throw new OrderError('not_found', `order ${orderId} not found`);
+      return { settled: isSettled(record.status), record };
+    }
+    return new Promise((resolve) => {
+      const waiters = this.waiters.get(orderId) ?? new Set();
+      this.waiters.set(orderId, waiters);
+      const onSettled = (record: SnapshotRecord) => {
+        clearTimeout(timer);
+        resolve({ settled: true, record });
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(onSettled);
+        void this.get(orderId).then((record) => resolve({ settled: false, record: record! }));
+      }, timeoutMs);
+      waiters.add(onSettled);
+    });
+  }
+
+  /** Sends CANCEL; fails with `invalid_transition` once the order has shipped or settled. */
+  async cancel(orderId: string): Promise<SnapshotRecord> {
+    const actor = this.live.get(orderId);
+    if (!actor || !actor.getSnapshot().can({ type: 'CANCEL' })) {
+      throw new OrderError('invalid_transition', `order ${orderId} can no longer be cancelled`);
+    }
+    actor.send({ type: 'CANCEL' });
+    await this.writer.flush();
+    return this.latest(orderId);
+  }
+
+  /** Waits until every state change so far is durable. */
+  flush(): Promise<void> {
+    return this.writer.flush();
+  }
+
+  /** Stops every live actor (their state is already persisted) and writes what is pending. */
+  async stopAll(): Promise<void> {
+    for (const actor of this.live.values()) actor.stop();
+    this.live.clear();
+    await this.writer.flush();
+  }
+
+  private track(orderId: string, actor: OrderActor): void {
+    this.live.set(orderId, actor);
+    const log = this.options.logger.child({ order_id: orderId });
+    actor.subscribe({
+      next: (snapshot) => {
+        const persisted = actor.getPersistedSnapshot();
+        const status = pipelineStatus(snapshot as { status: string; value: string });
+        const record: SnapshotRecord = {
+          order_id: orderId,
+          user_id: snapshot.context.user_id,
+          status,
+          state: stateName(snapshot.value as string),
+          snapshot: JSON.stringify(persisted),
+          created_at: snapshot.context.created_at,
+          updated_at: new Date().toISOString(),
+        };
+        const written = this.writer.queue(record);
+        if (!isSettled(status)) return;
+        this.live.delete(orderId);
+        const failure = snapshot.context.failure;
+        log.info({ stage: failure?.stage ?? record.state, status, code: failure?.code }, `order ${status}`);
+        written.then(
+          () => {
+            if (snapshot.status === 'active') actor.stop();
+            this.settle(orderId, record);
+          },
+          () => this.settle(orderId, record),
+        );
+      },
+      error: (err) => {
+        // A bug in the machine, not a step failure: keep the last durable snapshot so a restart resumes it.
+        this.live.delete(orderId);
+        log.error({ err, stage: 'runtime' }, 'order actor crashed');
+      },
+    });
+  }
+
+  private settle(orderId: string, record: SnapshotRecord): void {
+    const waiters = this.waiters.get(orderId);
+    this.waiters.delete(orderId);
+    for (const resolve of waiters ?? []) resolve(record);
+  }
+
+  private async latest(orderId: string): Promise<SnapshotRecord> {
+    const record = await this.get(orderId);
+    if (!record) throw new OrderError('internal_error', `order ${orderId} has no snapshot`);
+    return record;
+  }
+}

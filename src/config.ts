@@ -1,0 +1,74 @@
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const optionalText = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const schema = z.object({
+  NODE_ENV: z.string().default('development'),
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DB_PATH: z.string().min(1).default('./data/ordersaga.db'),
+  JWT_SECRET: optionalText.refine((v) => v === undefined || Buffer.byteLength(v) >= 32, 'must be at least 32 bytes'),
+  JWT_ISSUER: optionalText,
+  JWT_AUDIENCE: optionalText,
+  SYNC_WAIT_MS: int(0, 300_000).default(10_000),
+  PAYMENT_SLOW_MS: int(0, 300_000).default(3_000),
+  ORDER_TIMEOUT_MS: int(100, 86_400_000).default(30_000),
+  RETRY_MAX_ATTEMPTS: int(1, 20).default(3),
+  RETRY_BASE_MS: int(1, 60_000).default(100),
+  INVENTORY_THREADS: int(1, 64).default(2),
+  RATE_LIMIT_PER_SEC: z.coerce.number().positive().max(1_000_000).default(50),
+  RATE_LIMIT_BURST: int(1, 1_000_000).default(100),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SEED_DEMO: bool.default(true),
+});
+
+export interface Config {
+  env: string;
+  port: number;
+  host: string;
+  dbPath: string;
+  jwt: { secret: string | undefined; issuer: string | undefined; audience: string | undefined };
+  syncWaitMs: number;
+  paymentSlowMs: number;
+  orderTimeoutMs: number;
+  retry: { max_attempts: number; base_ms: number; max_delay_ms: number };
+  inventoryThreads: number;
+  rateLimit: { perSecond: number; burst: number };
+  logLevel: string;
+  seedDemo: boolean;
+}
+
+/** Reads the environment once. Throws one error listing every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, v]) => v !== '')));
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  if (e.NODE_ENV === 'production' && !e.JWT_SECRET) {
+    throw new Error('Invalid configuration:\n  JWT_SECRET: required when NODE_ENV=production (at least 32 bytes)');
+  }
+  return {
+    env: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    dbPath: e.DB_PATH,
+    jwt: { secret: e.JWT_SECRET, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE },
+    syncWaitMs: e.SYNC_WAIT_MS,
+    paymentSlowMs: e.PAYMENT_SLOW_MS,
+    orderTimeoutMs: e.ORDER_TIMEOUT_MS,
+    retry: { max_attempts: e.RETRY_MAX_ATTEMPTS, base_ms: e.RETRY_BASE_MS, max_delay_ms: 30_000 },
+    inventoryThreads: e.INVENTORY_THREADS,
+    rateLimit: { perSecond: e.RATE_LIMIT_PER_SEC, burst: e.RATE_LIMIT_BURST },
+    logLevel: e.LOG_LEVEL,
+    seedDemo: e.SEED_DEMO,
+  };
+}

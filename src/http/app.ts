@@ -1,0 +1,53 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { requestId } from 'hono/request-id';
+import type { OrderRuntime } from '../actors/order-runtime.js';
+import type { Logger } from '../logger.js';
+import type { CatalogStore, SnapshotStore } from '../store/ports.js';
+import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
+import { inventoryRoutes } from './inventory.routes.js';
+import { ordersRoutes } from './orders.routes.js';
+import { problemFor, problemResponse, toProblem } from './problem.js';
+import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
+import { requestLog } from './request-log.middleware.js';
+
+export interface AppDeps {
+  runtime: OrderRuntime;
+  catalog: CatalogStore;
+  snapshots: SnapshotStore;
+  logger: Logger;
+  auth: BearerAuthOptions;
+  rateLimit: RateLimitOptions;
+  syncWaitMs: number;
+  maxBodyBytes?: number;
+}
+
+/** The whole HTTP API as a Hono app; `main.ts` serves it, tests call `app.request()`. */
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.use(requestId({ limitLength: 128 }));
+  app.use(requestLog(deps.logger));
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+  const api = new Hono();
+  api.use(
+    bodyLimit({
+      maxSize: deps.maxBodyBytes ?? 64 * 1024,
+      onError: (c) => problemResponse(c, problemFor('payload_too_large', `The body is larger than ${deps.maxBodyBytes ?? 64 * 1024} bytes.`)),
+    }),
+  );
+  api.use(bearerAuth(deps.auth));
+  api.use(rateLimit(deps.rateLimit));
+  api.route('/pipeline', ordersRoutes(deps));
+  api.route('/inventory', inventoryRoutes(deps));
+  app.route('/api/v1', api);
+
+  app.notFound((c) => problemResponse(c, problemFor('not_found', `No route for ${c.req.method} ${c.req.path}.`)));
+  app.onError((err, c) => {
+    const problem = toProblem(err);
+    if (problem.status >= 500) deps.logger.error({ err, request_id: c.get('requestId') }, 'unhandled error');
+    return problemResponse(c, problem);
+  });
+  return app;
+}

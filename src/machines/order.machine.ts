@@ -1,0 +1,631 @@
+import { assign, fromPromise, setup } from 'xstate';
+import { isTransientCode, toStepError, type StepError } from '../domain/errors.js';
+import {
+  STAGE_NAMES,
+  type Notification,
+  type Order,
+  type OrderFailure,
+  type OrderItemRequest,
+  type OrderRequest,
+  type Payment,
+  type Reservation,
+  type RetryPolicy,
+  type ShippingAddress,
+  type Shipment,
+  type StageName,
+  type StageRecord,
+} from '../domain/order.js';
+
+/*
+ * The order saga. This file imports only xstate and domain types, so the Stately
+ * editor, the graph tests and the diagram script can load it on its own.
+ *
+ * Durability rules the shape follows:
+ * - Every actor is named in `setup({ actors })`: only named actors persist, and
+ *   `provide()` swaps them by the same name (real steps in production, fakes in tests).
+ * - No `after` timers: XState does not restore them from a snapshot
+ *   (statelyai/xstate#5331). Retry waits and the order deadline keep their due time in
+ *   context and wait in an invoked promise actor, which runs again when a snapshot is
+ *   restored — so the wait is re-armed for whatever time is left.
+ * - An invoked step that was running when the process died runs again on restore, so
+ *   every step is idempotent by (order id, step) in the layer that implements it.
+ */
+
+export interface OrderInput {
+  order_id: string;
+  user_id: string;
+  request: OrderRequest;
+  created_at: string;
+  /** Past this instant an unshipped order is compensated with `pipeline_timeout`. */
+  deadline_at: string;
+  retry: RetryPolicy;
+}
+
+export interface OrderContext extends OrderInput {
+  order: Order | null;
+  reservation: Reservation | null;
+  payment: Payment | null;
+  shipment: Shipment | null;
+  notifications: Notification[];
+  stages: Record<StageName, StageRecord>;
+  /** Every failure, in the order it happened (terminal ones and the notification error). */
+  errors: Array<{ stage: StageName; code: StepError['code']; message: string }>;
+  /** What sent the order into compensation; null while it is going forward or completed. */
+  failure: OrderFailure | null;
+  cancel_requested: boolean;
+  /** Due time of the retry the order is waiting for, if any. */
+  retry_at: string | null;
+  finished_at: string | null;
+}
+
+export type OrderEvent = { type: 'CANCEL' } | { type: 'RETRY' };
+
+export interface PlaceOrderInput {
+  order_id: string;
+  user_id: string;
+  request: OrderRequest;
+  created_at: string;
+}
+export interface StockInput {
+  order_id: string;
+  items: OrderItemRequest[];
+}
+export interface CapturePaymentInput {
+  order_id: string;
+  user_id: string;
+  amount_cents: number;
+  currency: string;
+  token: string;
+}
+export interface RefundPaymentInput {
+  order_id: string;
+}
+export interface ShipOrderInput {
+  order_id: string;
+  items: OrderItemRequest[];
+  shipping: ShippingAddress;
+}
+export interface SendNotificationsInput {
+  order_id: string;
+  user_id: string;
+  order: Order;
+  payment: Payment | null;
+  shipment: Shipment | null;
+}
+export interface CancelOrderInput {
+  order_id: string;
+  user_id: string;
+  request: OrderRequest;
+  created_at: string;
+  reason: 'cancelled' | 'failed';
+}
+export interface WaitInput {
+  until: string;
+}
+
+function notProvided(name: string) {
+  return async (): Promise<never> => {
+    throw new Error(`order machine: actor "${name}" was not provided; wire it with orderMachine.provide({ actors })`);
+  };
+}
+
+/** Resolves at `until`, or at once when that has passed (after a restart, say). */
+export const sleepUntil = fromPromise<void, WaitInput>(
+  ({ input, signal }) =>
+    new Promise<void>((resolve) => {
+      const ms = Date.parse(input.until) - Date.now();
+      if (!(ms > 0)) return resolve();
+      const timer = setTimeout(resolve, ms);
+      signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+    }),
+);
+
+/** The stage each state works on, for records, logs and the API's `stage` fields. */
+export const STAGE_OF_STATE = {
+  placing: 'placement',
+  reserving: 'reservation',
+  paying: 'payment',
+  fulfilling: 'fulfillment',
+  notifying: 'notification',
+  refundingPayment: 'refund',
+  releasingStock: 'release',
+  cancellingOrder: 'cancellation',
+} as const satisfies Record<string, StageName>;
+
+/** Codes that prove a step had no effect, so there is nothing to undo. */
+const NO_EFFECT_CODES: Partial<Record<StageName, ReadonlySet<string>>> = {
+  reservation: new Set(['insufficient_stock', 'unknown_sku', 'reservation_released']),
+  payment: new Set(['payment_declined']),
+};
+
+export function initialStages(): Record<StageName, StageRecord> {
+  const stages = {} as Record<StageName, StageRecord>;
+  for (const name of STAGE_NAMES) {
+    stages[name] = { name, status: 'pending', started_at: null, ended_at: null, attempts: 0, error: null };
+  }
+  return stages;
+}
+
+function patchStage(context: OrderContext, stage: StageName, patch: Partial<StageRecord>): Record<StageName, StageRecord> {
+  return { ...context.stages, [stage]: { ...context.stages[stage], ...patch } };
+}
+
+/** A stage whose effect may exist: it succeeded, or it was cut off or failed without proof of no effect. */
+function mayHaveEffect(context: OrderContext, stage: StageName, compensation: StageName): boolean {
+  if (context.stages[compensation].status === 'succeeded') return false;
+  const record = context.stages[stage];
+  if (record.status === 'succeeded' || record.status === 'running') return true;
+  if (record.status !== 'failed') return false;
+  return !(record.error && NO_EFFECT_CODES[stage]?.has(record.error.code));
+}
+
+/** Exponential backoff with equal jitter: half the delay fixed, half random. */
+export function retryDelayMs(policy: RetryPolicy, attempt: number, random: number = Math.random()): number {
+  const exp = Math.min(policy.max_delay_ms, policy.base_ms * 2 ** Math.max(0, attempt - 1));
+  return Math.round(exp / 2 + (exp / 2) * random);
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+type StageParams = { stage: StageName };
+type StageErrorParams = { stage: StageName; error: StepError };
+
+export const orderMachine = setup({
+  types: {
+    context: {} as OrderContext,
+    events: {} as OrderEvent,
+    input: {} as OrderInput,
+    tags: {} as 'parked',
+  },
+  actors: {
+    placeOrder: fromPromise<Order, PlaceOrderInput>(notProvided('placeOrder')),
+    reserveStock: fromPromise<Reservation, StockInput>(notProvided('reserveStock')),
+    releaseStock: fromPromise<Reservation | null, StockInput>(notProvided('releaseStock')),
+    capturePayment: fromPromise<Payment, CapturePaymentInput>(notProvided('capturePayment')),
+    refundPayment: fromPromise<Payment | null, RefundPaymentInput>(notProvided('refundPayment')),
+    shipOrder: fromPromise<Shipment, ShipOrderInput>(notProvided('shipOrder')),
+    sendNotifications: fromPromise<Notification[], SendNotificationsInput>(notProvided('sendNotifications')),
+    cancelOrder: fromPromise<void, CancelOrderInput>(notProvided('cancelOrder')),
+    awaitRetry: sleepUntil,
+    awaitDeadline: sleepUntil,
+  },
+  guards: {
+    canRetry: ({ context }, { stage, error }: StageErrorParams) =>
+      isTransientCode(error.code) && context.stages[stage].attempts < context.retry.max_attempts,
+    /** Compensations retry whatever the error: giving up on an undo is the last resort. */
+    canRetryCompensation: ({ context }, { stage }: StageParams) =>
+      context.stages[stage].attempts < context.retry.max_attempts,
+    needsRefund: ({ context }) => mayHaveEffect(context, 'payment', 'refund'),
+    needsRelease: ({ context }) => mayHaveEffect(context, 'reservation', 'release'),
+    cancelRequested: ({ context }) => context.cancel_requested,
+  },
+  actions: {
+    startStage: assign(({ context }, { stage }: StageParams) => ({
+      retry_at: null,
+      stages: patchStage(context, stage, {
+        status: 'running',
+        started_at: context.stages[stage].started_at ?? now(),
+        ended_at: null,
+        attempts: context.stages[stage].attempts + 1,
+      }),
+    })),
+    completeStage: assign(({ context }, { stage }: StageParams) => ({
+      stages: patchStage(context, stage, { status: 'succeeded', ended_at: now() }),
+    })),
+    scheduleRetry: assign(({ context }, { stage, error }: StageErrorParams) => ({
+      retry_at: new Date(Date.now() + retryDelayMs(context.retry, context.stages[stage].attempts)).toISOString(),
+      stages: patchStage(context, stage, { error }),
+    })),
+    failStage: assign(({ context }, { stage, error }: StageErrorParams) => ({
+      stages: patchStage(context, stage, { status: 'failed', ended_at: now(), error }),
+      errors: [...context.errors, { stage, code: error.code, message: error.message }],
+      failure: context.failure ?? { stage, code: error.code, message: error.message },
+    })),
+    /** A customer cancel or the deadline cuts the running stage off; it is then compensated like a failure. */
+    interrupt: assign(({ context }, { error, cancel }: { error: StepError; cancel: boolean }) => {
+      const running = STAGE_NAMES.find((name) => context.stages[name].status === 'running') ?? 'placement';
+      return {
+        cancel_requested: context.cancel_requested || cancel,
+        retry_at: null,
+        stages: patchStage(context, running, { status: 'failed', ended_at: now(), error }),
+        errors: [...context.errors, { stage: running, code: error.code, message: error.message }],
+        failure: context.failure ?? { stage: running, code: error.code, message: error.message },
+      };
+    }),
+    /** The compensation succeeded: the forward stage's effect is undone. */
+    compensateStage: assign(({ context }, { stage, by }: { stage: StageName; by: StageName }) => ({
+      stages: {
+        ...patchStage(context, by, { status: 'succeeded', ended_at: now() }),
+        [stage]: { ...context.stages[stage], status: 'compensated' as const },
+      },
+    })),
+    /** A failed notification is recorded, but a shipped order stays shipped. */
+    recordNotificationError: assign(({ context }, { error }: { error: StepError }) => ({
+      stages: patchStage(context, 'notification', { status: 'failed', ended_at: now(), error }),
+      errors: [...context.errors, { stage: 'notification' as const, code: error.code, message: error.message }],
+    })),
+    recordOrder: assign((_, { order }: { order: Order }) => ({ order })),
+    recordReservation: assign((_, { reservation }: { reservation: Reservation | null }) => ({ reservation })),
+    recordPayment: assign((_, { payment }: { payment: Payment | null }) => ({ payment })),
+    recordShipment: assign((_, { shipment }: { shipment: Shipment }) => ({ shipment })),
+    recordNotifications: assign((_, { notifications }: { notifications: Notification[] }) => ({ notifications })),
+    /** An admin retry: give the failed compensation a fresh set of attempts. */
+    reopenCompensation: assign(({ context }) => {
+      const stages = { ...context.stages };
+      for (const name of ['refund', 'release', 'cancellation'] as const) {
+        if (stages[name].status === 'failed') stages[name] = { ...stages[name], status: 'pending', attempts: 0 };
+      }
+      return { stages, finished_at: null };
+    }),
+    finish: assign(({ context }) => {
+      const stages = { ...context.stages };
+      for (const name of STAGE_NAMES) {
+        if (stages[name].status === 'pending') stages[name] = { ...stages[name], status: 'skipped' };
+      }
+      return { stages, retry_at: null, finished_at: now() };
+    }),
+  },
+}).createMachine({
+  id: 'order',
+  context: ({ input }) => ({
+    ...input,
+    order: null,
+    reservation: null,
+    payment: null,
+    shipment: null,
+    notifications: [],
+    stages: initialStages(),
+    errors: [],
+    failure: null,
+    cancel_requested: false,
+    retry_at: null,
+    finished_at: null,
+  }),
+  initial: 'cancellable',
+  states: {
+    // Until the order ships, the customer may cancel and the deadline runs.
+    cancellable: {
+      invoke: {
+        id: 'awaitDeadline',
+        src: 'awaitDeadline',
+        input: ({ context }) => ({ until: context.deadline_at }),
+        onDone: {
+          target: 'compensating',
+          actions: {
+            type: 'interrupt',
+            params: { error: { code: 'pipeline_timeout', message: 'the order did not ship before its deadline' }, cancel: false },
+          },
+        },
+      },
+      on: {
+        CANCEL: {
+          target: 'compensating',
+          actions: { type: 'interrupt', params: { error: { code: 'order_cancelled', message: 'cancelled by the customer' }, cancel: true } },
+        },
+      },
+      initial: 'placing',
+      states: {
+        placing: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'placement' } },
+              invoke: {
+                id: 'placeOrder',
+                src: 'placeOrder',
+                input: ({ context }) => ({
+                  order_id: context.order_id,
+                  user_id: context.user_id,
+                  request: context.request,
+                  created_at: context.created_at,
+                }),
+                onDone: {
+                  target: '#order.cancellable.reserving',
+                  actions: [
+                    { type: 'recordOrder', params: ({ event }) => ({ order: event.output }) },
+                    { type: 'completeStage', params: { stage: 'placement' } },
+                  ],
+                },
+                onError: [
+                  {
+                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensating',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+        reserving: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'reservation' } },
+              invoke: {
+                id: 'reserveStock',
+                src: 'reserveStock',
+                input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
+                onDone: {
+                  target: '#order.cancellable.paying',
+                  actions: [
+                    { type: 'recordReservation', params: ({ event }) => ({ reservation: event.output }) },
+                    { type: 'completeStage', params: { stage: 'reservation' } },
+                  ],
+                },
+                onError: [
+                  {
+                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensating',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+        paying: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'payment' } },
+              invoke: {
+                id: 'capturePayment',
+                src: 'capturePayment',
+                input: ({ context }) => ({
+                  order_id: context.order_id,
+                  user_id: context.user_id,
+                  amount_cents: context.order?.total_cents ?? 0,
+                  currency: context.order?.currency ?? 'USD',
+                  token: context.request.payment.token,
+                }),
+                onDone: {
+                  target: '#order.fulfilling',
+                  actions: [
+                    { type: 'recordPayment', params: ({ event }) => ({ payment: event.output }) },
+                    { type: 'completeStage', params: { stage: 'payment' } },
+                  ],
+                },
+                onError: [
+                  {
+                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensating',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+      },
+    },
+    // Shipped goods are not taken back: from here on CANCEL is refused and no deadline applies.
+    fulfilling: {
+      initial: 'running',
+      states: {
+        running: {
+          entry: { type: 'startStage', params: { stage: 'fulfillment' } },
+          invoke: {
+            id: 'shipOrder',
+            src: 'shipOrder',
+            input: ({ context }) => ({ order_id: context.order_id, items: context.request.items, shipping: context.request.shipping }),
+            onDone: {
+              target: '#order.notifying',
+              actions: [
+                { type: 'recordShipment', params: ({ event }) => ({ shipment: event.output }) },
+                { type: 'completeStage', params: { stage: 'fulfillment' } },
+              ],
+            },
+            onError: [
+              {
+                guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
+                target: 'waiting',
+                actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
+              },
+              {
+                target: '#order.compensating',
+                actions: { type: 'failStage', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
+              },
+            ],
+          },
+        },
+        waiting: {
+          invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+        },
+      },
+    },
+    notifying: {
+      initial: 'running',
+      states: {
+        running: {
+          entry: { type: 'startStage', params: { stage: 'notification' } },
+          invoke: {
+            id: 'sendNotifications',
+            src: 'sendNotifications',
+            input: ({ context }) => ({
+              order_id: context.order_id,
+              user_id: context.user_id,
+              order: context.order!,
+              payment: context.payment,
+              shipment: context.shipment,
+            }),
+            onDone: {
+              target: '#order.completed',
+              actions: [
+                { type: 'recordNotifications', params: ({ event }) => ({ notifications: event.output }) },
+                { type: 'completeStage', params: { stage: 'notification' } },
+              ],
+            },
+            onError: [
+              {
+                guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'notification', error: toStepError(event.error) }) },
+                target: 'waiting',
+                actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'notification', error: toStepError(event.error) }) },
+              },
+              {
+                target: '#order.completed',
+                actions: { type: 'recordNotificationError', params: ({ event }) => ({ error: toStepError(event.error) }) },
+              },
+            ],
+          },
+        },
+        waiting: {
+          invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+        },
+      },
+    },
+    completed: { type: 'final', entry: 'finish' },
+    // Undo in reverse: refund, release, cancel. `planning` picks the next undo that is still
+    // needed and is re-entered after each one, so a resumed compensation skips what is done.
+    compensating: {
+      initial: 'planning',
+      states: {
+        planning: {
+          always: [
+            { guard: 'needsRefund', target: 'refundingPayment' },
+            { guard: 'needsRelease', target: 'releasingStock' },
+            { target: 'cancellingOrder' },
+          ],
+        },
+        refundingPayment: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'refund' } },
+              invoke: {
+                id: 'refundPayment',
+                src: 'refundPayment',
+                input: ({ context }) => ({ order_id: context.order_id }),
+                onDone: {
+                  target: '#order.compensating.planning',
+                  actions: [
+                    { type: 'recordPayment', params: ({ event, context }) => ({ payment: event.output ?? context.payment }) },
+                    { type: 'compensateStage', params: { stage: 'payment', by: 'refund' } },
+                  ],
+                },
+                onError: [
+                  {
+                    guard: { type: 'canRetryCompensation', params: { stage: 'refund' } },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'refund', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensationFailed',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'refund', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+        releasingStock: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'release' } },
+              invoke: {
+                id: 'releaseStock',
+                src: 'releaseStock',
+                input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
+                onDone: {
+                  target: '#order.compensating.planning',
+                  actions: [
+                    { type: 'recordReservation', params: ({ event, context }) => ({ reservation: event.output ?? context.reservation }) },
+                    { type: 'compensateStage', params: { stage: 'reservation', by: 'release' } },
+                  ],
+                },
+                onError: [
+                  {
+                    guard: { type: 'canRetryCompensation', params: { stage: 'release' } },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'release', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensationFailed',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'release', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+        cancellingOrder: {
+          initial: 'running',
+          states: {
+            running: {
+              entry: { type: 'startStage', params: { stage: 'cancellation' } },
+              invoke: {
+                id: 'cancelOrder',
+                src: 'cancelOrder',
+                input: ({ context }) => ({
+                  order_id: context.order_id,
+                  user_id: context.user_id,
+                  request: context.request,
+                  created_at: context.created_at,
+                  reason: context.cancel_requested ? ('cancelled' as const) : ('failed' as const),
+                }),
+                onDone: [
+                  { guard: 'cancelRequested', target: '#order.cancelled', actions: { type: 'completeStage', params: { stage: 'cancellation' } } },
+                  { target: '#order.failed', actions: { type: 'completeStage', params: { stage: 'cancellation' } } },
+                ],
+                onError: [
+                  {
+                    guard: { type: 'canRetryCompensation', params: { stage: 'cancellation' } },
+                    target: 'waiting',
+                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'cancellation', error: toStepError(event.error) }) },
+                  },
+                  {
+                    target: '#order.compensationFailed',
+                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'cancellation', error: toStepError(event.error) }) },
+                  },
+                ],
+              },
+            },
+            waiting: {
+              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
+            },
+          },
+        },
+      },
+    },
+    // An undo that kept failing. The actor is parked (stopped and kept in the store), never
+    // silently dropped; an admin's RETRY resumes compensation, skipping what is already undone.
+    compensationFailed: {
+      tags: ['parked'],
+      on: { RETRY: { target: 'compensating', actions: 'reopenCompensation' } },
+    },
+    failed: { type: 'final', entry: 'finish' },
+    cancelled: { type: 'final', entry: 'finish' },
+  },
+});
+
+export type OrderMachine = typeof orderMachine;

@@ -1,0 +1,146 @@
+import { serve, type ServerType } from '@hono/node-server';
+import { pathToFileURL } from 'node:url';
+import type { Hono } from 'hono';
+import type { InspectionEvent, Observer } from 'xstate';
+import { createOrderActors } from './actors/order.actors.js';
+import { OrderRuntime } from './actors/order-runtime.js';
+import { mintToken, resolveDevSecret } from './auth/tokens.js';
+import { loadConfig, type Config } from './config.js';
+import { SimulatedCarrier, type Carrier } from './gateways/carrier.js';
+import { StoreNotifier, type Notifier } from './gateways/notifier.js';
+import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
+import { createApp } from './http/app.js';
+import { createLogger, type Logger } from './logger.js';
+import { orderMachine } from './machines/order.machine.js';
+import { migrate, openDatabase, type Db } from './store/database.js';
+import { seedDemoCatalog } from './store/demo-catalog.js';
+import { createSqliteStores, type SqliteStores } from './store/sqlite-store.js';
+import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
+
+/** Replaceable parts, for tests that inject faults through the same interfaces. */
+export interface ServiceOverrides {
+  payments?: (stores: SqliteStores) => PaymentGateway;
+  carrier?: (stores: SqliteStores) => Carrier;
+  notifier?: (stores: SqliteStores) => Notifier;
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+export interface Service {
+  config: Config;
+  app: Hono;
+  db: Db;
+  stores: SqliteStores;
+  pool: InventoryPool;
+  runtime: OrderRuntime;
+  jwtSecret: string;
+  /** Stops the actors (their state is persisted), the pool and the database. */
+  close(): Promise<void>;
+}
+
+/** The composition root: config → store → pool → actors → runtime → HTTP app. */
+export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
+  const jwtSecret = config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret;
+
+  const db = openDatabase(config.dbPath);
+  migrate(db);
+  const stores = createSqliteStores(db);
+  if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
+
+  const pool = createInventoryPool({ dbPath: config.dbPath, threads: config.inventoryThreads });
+  const actors = createOrderActors({
+    catalog: stores.catalog,
+    orders: stores.orders,
+    inventory: pool,
+    payments: overrides.payments?.(stores) ?? new SimulatedPaymentGateway(stores.payments, { slowMs: config.paymentSlowMs }),
+    carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
+    notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
+    logger,
+  });
+  const runtime = new OrderRuntime({
+    machine: orderMachine.provide({ actors }),
+    snapshots: stores.snapshots,
+    logger,
+    orderTimeoutMs: config.orderTimeoutMs,
+    retry: config.retry,
+    ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
+  });
+  const app = createApp({
+    runtime,
+    catalog: stores.catalog,
+    snapshots: stores.snapshots,
+    logger,
+    auth: {
+      secret: new TextEncoder().encode(jwtSecret),
+      ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
+      ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
+    },
+    rateLimit: config.rateLimit,
+    syncWaitMs: config.syncWaitMs,
+  });
+
+  return {
+    config,
+    app,
+    db,
+    stores,
+    pool,
+    runtime,
+    jwtSecret,
+    async close() {
+      await runtime.stopAll();
+      await pool.close();
+      db.close();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    process.stderr.write(`ordersaga: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  const logger = createLogger(config.logLevel);
+  const service = await createService(config, logger);
+
+  const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
+    logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
+  });
+  server.on('error', (err) => {
+    logger.fatal({ err }, 'server error');
+    process.exit(1);
+  });
+
+  if (!config.jwt.secret) {
+    const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
+    const admin = await mintToken({ secret: service.jwtSecret, sub: 'admin', role: 'admin' });
+    process.stdout.write(
+      `\nNo JWT_SECRET set: using the development secret in ${config.dbPath.replace(/[^/]+$/, '')}dev-jwt-secret\n` +
+        `user token (sub=alice, 24h):  ${user}\nadmin token (sub=admin, 24h): ${admin}\n` +
+        `more: npm run token -- --sub bob --role user\n\n`,
+    );
+  }
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close();
+    service.close().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void main();
+}

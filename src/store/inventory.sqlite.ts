@@ -1,0 +1,100 @@
+import type { OrderItemRequest, Reservation, ReservationStatus } from '../domain/order.js';
+import type { Db } from './database.js';
+import type { InventoryStore, StockResult } from './ports.js';
+
+interface ReservationRow {
+  order_id: string;
+  status: ReservationStatus;
+  items: string;
+}
+
+/**
+ * Reserve, release and commit, each one `BEGIN IMMEDIATE` transaction: the write lock is
+ * taken before the stock is read, so concurrent orders on the same SKU (from any thread)
+ * serialise and stock never goes below zero. The `reservations` row per order makes each
+ * operation idempotent, and its `released` tombstone makes a release that overtakes its
+ * reserve (a cancel while the reserve task is queued) stop that reserve from happening.
+ */
+export function createSqliteInventory(db: Db): InventoryStore {
+  const getReservation = db.prepare<[string], ReservationRow>('SELECT order_id, status, items FROM reservations WHERE order_id = ?');
+  const getStock = db.prepare<[string], { available: number }>('SELECT available FROM products WHERE sku = ?');
+  const take = db.prepare('UPDATE products SET available = available - ?, reserved = reserved + ?, updated_at = ? WHERE sku = ?');
+  const giveBack = db.prepare('UPDATE products SET available = available + ?, reserved = reserved - ?, updated_at = ? WHERE sku = ?');
+  const sell = db.prepare('UPDATE products SET sold = sold + ?, reserved = reserved - ?, updated_at = ? WHERE sku = ?');
+  const insertReservation = db.prepare(
+    'INSERT INTO reservations (order_id, status, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  const setStatus = db.prepare('UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ?');
+
+  const toReservation = (row: ReservationRow): Reservation => ({
+    order_id: row.order_id,
+    status: row.status,
+    items: JSON.parse(row.items) as OrderItemRequest[],
+  });
+
+  const reserve = db.transaction((orderId: string, items: readonly OrderItemRequest[]): StockResult => {
+    const existing = getReservation.get(orderId);
+    if (existing) {
+      if (existing.status === 'released') {
+        return { ok: false, code: 'reservation_released', message: `order ${orderId} was released before its reservation ran` };
+      }
+      return { ok: true, reservation: toReservation(existing) };
+    }
+    // Check every line before touching any: all or nothing.
+    for (const item of items) {
+      const stock = getStock.get(item.sku);
+      if (!stock) return { ok: false, code: 'unknown_sku', message: `unknown SKU ${item.sku}`, sku: item.sku };
+      if (stock.available < item.quantity) {
+        return {
+          ok: false,
+          code: 'insufficient_stock',
+          message: `insufficient stock for ${item.sku}: requested ${item.quantity}, available ${stock.available}`,
+          sku: item.sku,
+          requested: item.quantity,
+          available: stock.available,
+        };
+      }
+    }
+    const now = new Date().toISOString();
+    for (const item of items) take.run(item.quantity, item.quantity, now, item.sku);
+    insertReservation.run(orderId, 'reserved', JSON.stringify(items), now, now);
+    return { ok: true, reservation: { order_id: orderId, status: 'reserved', items: [...items] } };
+  });
+
+  const release = db.transaction((orderId: string): StockResult => {
+    const now = new Date().toISOString();
+    const existing = getReservation.get(orderId);
+    if (!existing) {
+      insertReservation.run(orderId, 'released', '[]', now, now);
+      return { ok: true, reservation: null };
+    }
+    if (existing.status === 'committed') {
+      return { ok: false, code: 'step_failed', message: `order ${orderId} has shipped; its stock cannot be released` };
+    }
+    if (existing.status === 'reserved') {
+      const reservation = toReservation(existing);
+      for (const item of reservation.items) giveBack.run(item.quantity, item.quantity, now, item.sku);
+      setStatus.run('released', now, orderId);
+    }
+    return { ok: true, reservation: { ...toReservation(existing), status: 'released' } };
+  });
+
+  const commit = db.transaction((orderId: string): StockResult => {
+    const existing = getReservation.get(orderId);
+    if (!existing || existing.status === 'released') {
+      return { ok: false, code: 'reservation_released', message: `order ${orderId} has no reservation to commit` };
+    }
+    if (existing.status === 'reserved') {
+      const now = new Date().toISOString();
+      for (const item of toReservation(existing).items) sell.run(item.quantity, item.quantity, now, item.sku);
+      setStatus.run('committed', now, orderId);
+    }
+    return { ok: true, reservation: { ...toReservation(existing), status: 'committed' } };
+  });
+
+  return {
+    reserve: (orderId, items) => reserve.immediate(orderId, items),
+    release: (orderId) => release.immediate(orderId),
+    commit: (orderId) => commit.immediate(orderId),
+  };
+}

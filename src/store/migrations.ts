@@ -1,0 +1,109 @@
+/**
+ * Versioned schema. Each migration runs once, in order, inside one transaction with
+ * its bookkeeping row; never edit a shipped migration, add the next one.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+      -- Stock invariant, per SKU, at all times: added = available + reserved + sold.
+      CREATE TABLE products (
+        sku          TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        price_cents  INTEGER NOT NULL CHECK (price_cents >= 0),
+        available    INTEGER NOT NULL CHECK (available >= 0),
+        reserved     INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+        sold         INTEGER NOT NULL DEFAULT 0 CHECK (sold >= 0),
+        added        INTEGER NOT NULL DEFAULT 0,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        CHECK (added = available + reserved + sold)
+      ) STRICT;
+
+      CREATE TABLE orders (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('placed', 'shipped', 'cancelled', 'failed')),
+        items        TEXT NOT NULL,
+        total_cents  INTEGER NOT NULL,
+        currency     TEXT NOT NULL,
+        shipping     TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+      ) STRICT;
+
+      -- One row per order: the reservation, or the tombstone of one released before it was made.
+      CREATE TABLE reservations (
+        order_id     TEXT PRIMARY KEY,
+        status       TEXT NOT NULL CHECK (status IN ('reserved', 'released', 'committed')),
+        items        TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+      ) STRICT;
+
+      -- The simulated payment gateway's own ledger. One charge per order at most.
+      CREATE TABLE payment_charges (
+        charge_id       TEXT PRIMARY KEY,
+        order_id        TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL CHECK (status IN ('captured', 'refunded', 'declined', 'voided')),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
+        refunded_cents  INTEGER NOT NULL DEFAULT 0 CHECK (refunded_cents >= 0 AND refunded_cents <= amount_cents),
+        decline_code    TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE payment_refunds (
+        refund_id       TEXT PRIMARY KEY,
+        charge_id       TEXT NOT NULL REFERENCES payment_charges (charge_id),
+        order_id        TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+        created_at      TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE shipments (
+        shipment_id     TEXT PRIMARY KEY,
+        order_id        TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        carrier         TEXT NOT NULL,
+        tracking_number TEXT NOT NULL,
+        country         TEXT NOT NULL,
+        created_at      TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE notifications (
+        notification_id TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        order_id        TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX notifications_by_order ON notifications (order_id);
+
+      -- Each order actor's persisted snapshot: what status lookups and recovery read.
+      CREATE TABLE order_snapshots (
+        order_id     TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        snapshot     TEXT NOT NULL,
+        version      INTEGER NOT NULL,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX order_snapshots_by_user ON order_snapshots (user_id, order_id DESC);
+      CREATE INDEX order_snapshots_by_status ON order_snapshots (status, order_id DESC);
+    `,
+  },
+];

@@ -1,0 +1,302 @@
+import { OrderError } from '../domain/errors.js';
+import { newId } from '../domain/ids.js';
+import type { Notification, Order, OrderLine, PipelineStatus, ShippingAddress, Shipment } from '../domain/order.js';
+import type { Db } from './database.js';
+import type {
+  CatalogStore,
+  ChargeRecord,
+  NotificationStore,
+  OrderRecordStore,
+  PaymentLedger,
+  Product,
+  ProductInput,
+  ShipmentStore,
+  SnapshotQuery,
+  SnapshotRecord,
+  SnapshotStore,
+} from './ports.js';
+
+export interface SqliteStores {
+  catalog: CatalogStore;
+  orders: OrderRecordStore;
+  snapshots: SnapshotStore;
+  payments: PaymentLedger;
+  shipments: ShipmentStore;
+  notifications: NotificationStore;
+}
+
+/** Every store the main thread uses, on one connection with prepared statements. */
+export function createSqliteStores(db: Db): SqliteStores {
+  return {
+    catalog: createCatalogStore(db),
+    orders: createOrderRecordStore(db),
+    snapshots: createSnapshotStore(db),
+    payments: createPaymentLedger(db),
+    shipments: createShipmentStore(db),
+    notifications: createNotificationStore(db),
+  };
+}
+
+const PRODUCT_COLUMNS = 'sku, name, price_cents, available, reserved, sold, added';
+
+function createCatalogStore(db: Db): CatalogStore {
+  const getOne = db.prepare<[string], Product>(`SELECT ${PRODUCT_COLUMNS} FROM products WHERE sku = ?`);
+  const listAll = db.prepare<[], Product>(`SELECT ${PRODUCT_COLUMNS} FROM products ORDER BY sku`);
+  const insert = db.prepare(
+    `INSERT INTO products (sku, name, price_cents, available, added, created_at, updated_at)
+     VALUES (@sku, @name, @price_cents, @available, @available, @now, @now)`,
+  );
+  // Setting `available` adds the difference to `added`, so the stock invariant holds.
+  const update = db.prepare(
+    `UPDATE products SET name = @name, price_cents = @price_cents,
+       added = added + (@available - available), available = @available, updated_at = @now
+     WHERE sku = @sku`,
+  );
+  const upsert = db.transaction((input: ProductInput) => {
+    const now = new Date().toISOString();
+    const created = getOne.get(input.sku) === undefined;
+    (created ? insert : update).run({ ...input, now });
+    return { product: getOne.get(input.sku)!, created };
+  });
+
+  return {
+    async findProducts(skus) {
+      const found = new Map<string, Product>();
+      for (const sku of skus) {
+        const p = getOne.get(sku);
+        if (p) found.set(sku, p);
+      }
+      return found;
+    },
+    async getProduct(sku) {
+      return getOne.get(sku) ?? null;
+    },
+    async listProducts() {
+      return listAll.all();
+    },
+    async upsertProduct(input) {
+      return upsert.immediate(input);
+    },
+  };
+}
+
+interface OrderRow {
+  id: string;
+  user_id: string;
+  status: string;
+  items: string;
+  total_cents: number;
+  currency: string;
+  created_at: string;
+}
+
+function createOrderRecordStore(db: Db): OrderRecordStore {
+  const get = db.prepare<[string], OrderRow>('SELECT id, user_id, status, items, total_cents, currency, created_at FROM orders WHERE id = ?');
+  const insert = db.prepare(
+    `INSERT INTO orders (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
+     VALUES (@id, @user_id, @status, @items, @total_cents, @currency, @shipping, @created_at, @updated_at)
+     ON CONFLICT (id) DO NOTHING`,
+  );
+  const setStatus = db.prepare(`UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status IN ('placed', 'shipped')`);
+  const toOrder = (row: OrderRow): Order => ({
+    id: row.id,
+    user_id: row.user_id,
+    items: JSON.parse(row.items) as OrderLine[],
+    total_cents: row.total_cents,
+    currency: row.currency,
+    created_at: row.created_at,
+  });
+  const close = db.transaction((orderId: string, status: 'cancelled' | 'failed', fallback: Parameters<OrderRecordStore['close']>[2]) => {
+    const now = new Date().toISOString();
+    insert.run({
+      id: orderId,
+      user_id: fallback.user_id,
+      status,
+      items: JSON.stringify(fallback.request.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unit_price_cents: 0 }))),
+      total_cents: 0,
+      currency: 'USD',
+      shipping: JSON.stringify(fallback.request.shipping),
+      created_at: fallback.created_at,
+      updated_at: now,
+    });
+    setStatus.run(status, now, orderId);
+  });
+
+  return {
+    async place(order: Order, shipping: ShippingAddress) {
+      const now = new Date().toISOString();
+      insert.run({
+        ...order,
+        status: 'placed',
+        items: JSON.stringify(order.items),
+        shipping: JSON.stringify(shipping),
+        updated_at: now,
+      });
+      const stored = get.get(order.id)!;
+      if (stored.status === 'cancelled' || stored.status === 'failed') {
+        throw new OrderError('order_cancelled', `order ${order.id} was closed before it was placed`);
+      }
+      return toOrder(stored);
+    },
+    async markShipped(orderId) {
+      setStatus.run('shipped', new Date().toISOString(), orderId);
+    },
+    async close(orderId, status, fallback) {
+      close.immediate(orderId, status, fallback);
+    },
+  };
+}
+
+function createSnapshotStore(db: Db): SnapshotStore {
+  const columns = 'order_id, user_id, status, state, snapshot, created_at, updated_at';
+  const upsert = db.prepare(
+    `INSERT INTO order_snapshots (order_id, user_id, status, state, snapshot, version, created_at, updated_at)
+     VALUES (@order_id, @user_id, @status, @state, @snapshot, 1, @created_at, @updated_at)
+     ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, state = excluded.state,
+       snapshot = excluded.snapshot, version = version + 1, updated_at = excluded.updated_at`,
+  );
+  const saveMany = db.transaction((records: readonly SnapshotRecord[]) => {
+    for (const r of records) upsert.run(r);
+  });
+  const get = db.prepare<[string], SnapshotRecord>(`SELECT ${columns} FROM order_snapshots WHERE order_id = ?`);
+  const unfinished = db.prepare<[], SnapshotRecord>(`SELECT ${columns} FROM order_snapshots WHERE status = 'processing' ORDER BY order_id`);
+
+  return {
+    async saveMany(records) {
+      if (records.length > 0) saveMany.immediate(records);
+    },
+    async get(orderId) {
+      return get.get(orderId) ?? null;
+    },
+    async list(query: SnapshotQuery) {
+      const where: string[] = [];
+      const params: Array<string | number> = [];
+      if (query.user_id !== undefined) (where.push('user_id = ?'), params.push(query.user_id));
+      if (query.status !== undefined) (where.push('status = ?'), params.push(query.status));
+      if (query.before !== undefined) (where.push('order_id < ?'), params.push(query.before));
+      const sql = `SELECT ${columns} FROM order_snapshots ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+                   ORDER BY order_id DESC LIMIT ?`;
+      return db.prepare<Array<string | number>, SnapshotRecord>(sql).all(...params, query.limit);
+    },
+    async listUnfinished() {
+      return unfinished.all();
+    },
+  };
+}
+
+interface ChargeRow {
+  charge_id: string;
+  order_id: string;
+  status: ChargeRecord['status'];
+  amount_cents: number;
+  refunded_cents: number;
+  decline_code: string | null;
+}
+
+function createPaymentLedger(db: Db): PaymentLedger {
+  const byOrder = db.prepare<[string], ChargeRow>(
+    'SELECT charge_id, order_id, status, amount_cents, refunded_cents, decline_code FROM payment_charges WHERE order_id = ?',
+  );
+  const insertCharge = db.prepare(
+    `INSERT INTO payment_charges (charge_id, order_id, idempotency_key, status, amount_cents, refunded_cents, decline_code, created_at, updated_at)
+     VALUES (@charge_id, @order_id, @idempotency_key, @status, @amount_cents, @refunded_cents, @decline_code, @now, @now)
+     ON CONFLICT DO NOTHING`,
+  );
+  const insertRefund = db.prepare(
+    `INSERT INTO payment_refunds (refund_id, charge_id, order_id, idempotency_key, amount_cents, created_at)
+     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+  );
+  const markRefunded = db.prepare(`UPDATE payment_charges SET status = 'refunded', refunded_cents = amount_cents, updated_at = ? WHERE charge_id = ?`);
+  const toRecord = (row: ChargeRow): ChargeRecord => ({
+    payment_id: row.charge_id,
+    order_id: row.order_id,
+    status: row.status,
+    amount_cents: row.amount_cents,
+    refunded_cents: row.refunded_cents,
+    decline_code: row.decline_code,
+  });
+  const refund = db.transaction((orderId: string, key: string): ChargeRecord => {
+    const now = new Date().toISOString();
+    const charge = byOrder.get(orderId);
+    if (!charge) {
+      // Nothing captured yet: void the order so a capture still in flight is refused.
+      insertCharge.run({
+        charge_id: newId('ch'),
+        order_id: orderId,
+        idempotency_key: `${orderId}:void`,
+        status: 'voided',
+        amount_cents: 0,
+        refunded_cents: 0,
+        decline_code: null,
+        now,
+      });
+      return toRecord(byOrder.get(orderId)!);
+    }
+    if (charge.status === 'captured') {
+      insertRefund.run(newId('re'), charge.charge_id, orderId, key, charge.amount_cents, now);
+      markRefunded.run(now, charge.charge_id);
+    }
+    return toRecord(byOrder.get(orderId)!);
+  });
+
+  return {
+    async findCharge(orderId) {
+      const row = byOrder.get(orderId);
+      return row ? toRecord(row) : null;
+    },
+    async recordCharge(charge) {
+      insertCharge.run({
+        charge_id: charge.payment_id,
+        order_id: charge.order_id,
+        idempotency_key: charge.idempotency_key,
+        status: charge.status,
+        amount_cents: charge.amount_cents,
+        refunded_cents: charge.refunded_cents,
+        decline_code: charge.decline_code,
+        now: new Date().toISOString(),
+      });
+      return toRecord(byOrder.get(charge.order_id)!);
+    },
+    async refundOrder(orderId, idempotencyKey) {
+      return refund.immediate(orderId, idempotencyKey);
+    },
+  };
+}
+
+function createShipmentStore(db: Db): ShipmentStore {
+  const find = db.prepare<[string], Shipment>('SELECT shipment_id, order_id, carrier, tracking_number, country FROM shipments WHERE order_id = ?');
+  const insert = db.prepare(
+    `INSERT INTO shipments (shipment_id, order_id, idempotency_key, carrier, tracking_number, country, created_at)
+     VALUES (@shipment_id, @order_id, @idempotency_key, @carrier, @tracking_number, @country, @now) ON CONFLICT DO NOTHING`,
+  );
+  return {
+    async find(orderId) {
+      return find.get(orderId) ?? null;
+    },
+    async insert(shipment) {
+      insert.run({ ...shipment, now: new Date().toISOString() });
+      return find.get(shipment.order_id)!;
+    },
+  };
+}
+
+function createNotificationStore(db: Db): NotificationStore {
+  const insert = db.prepare(
+    `INSERT INTO notifications (notification_id, idempotency_key, order_id, kind, recipient, payload, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING`,
+  );
+  const columns = 'notification_id, order_id, kind, recipient, created_at';
+  const byKey = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE idempotency_key = ?`);
+  const byOrder = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE order_id = ? ORDER BY created_at, notification_id`);
+  return {
+    async insert(n) {
+      insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at);
+      return byKey.get(n.idempotency_key)!;
+    },
+    async listForOrder(orderId) {
+      return byOrder.all(orderId);
+    },
+  };
+}
+
+export type { PipelineStatus };
