@@ -105,14 +105,6 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   const service = await createService(config, logger);
 
-  const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
-    logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
-  });
-  server.on('error', (err) => {
-    logger.fatal({ err }, 'server error');
-    process.exit(1);
-  });
-
   if (!config.jwt.secret) {
     const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
     const admin = await mintToken({ secret: service.jwtSecret, sub: 'admin', role: 'admin' });
@@ -122,6 +114,14 @@ async function main(): Promise<void> {
         `more: npm run token -- --sub bob --role user\n\n`,
     );
   }
+
+  const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
+    logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
+  });
+  server.on('error', (err) => {
+    logger.fatal({ err }, 'server error');
+    process.exit(1);
+  });
 
   let stopping = false;
   const shutdown = (signal: string) => {

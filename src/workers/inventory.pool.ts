@@ -24,21 +24,18 @@ export interface InventoryPoolOptions {
 
 /**
  * Piscina needs JavaScript for its worker: the compiled build runs `inventory.worker.js`;
- * when this module itself runs from TypeScript (tests, `npm run dev`), the worker is
- * loaded from `.ts` through tsx.
+ * when this module itself runs from TypeScript (tests, `npm run dev`), a small bootstrap
+ * loads the `.ts` worker through tsx.
  */
-function workerFile(): { filename: string; execArgv: string[] } {
+function workerFile(): string {
   const fromSource = import.meta.url.endsWith('.ts');
-  const url = new URL(fromSource ? './inventory.worker.ts' : './inventory.worker.js', import.meta.url);
-  return { filename: url.href, execArgv: fromSource ? ['--import', 'tsx'] : [] };
+  return new URL(fromSource ? './inventory.worker.dev.mjs' : './inventory.worker.js', import.meta.url).href;
 }
 
 export function createInventoryPool(options: InventoryPoolOptions): InventoryPool {
-  const { filename, execArgv } = workerFile();
   const workerData: InventoryWorkerData = { dbPath: options.dbPath, busyTimeoutMs: options.busyTimeoutMs ?? 5000 };
   const pool = new Piscina({
-    filename,
-    execArgv,
+    filename: workerFile(),
     workerData,
     minThreads: options.threads,
     maxThreads: options.threads,

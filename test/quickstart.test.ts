@@ -1,0 +1,41 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT, run, startServerProcess, type ServerProcess } from './support/process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ordersaga-qs-'));
+let server: ServerProcess | undefined;
+
+afterAll(async () => {
+  server?.child.kill('SIGTERM');
+  await server?.exited;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the README', () => {
+  it('quickstart runs as written against a freshly started server with the demo catalog', async () => {
+    const env = { DB_PATH: join(dir, 'ordersaga.db'), JWT_SECRET: '' };
+    server = await startServerProcess(env);
+    expect(server.output()).toMatch(/user token \(sub=alice, 24h\): +ey/);
+
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const block = readme.match(/<!-- quickstart:start -->\s*```sh\n([\s\S]*?)```/)![1]!;
+    expect(block).toMatch(/^API=http:\/\/127\.0\.0\.1:3000$/m);
+    // The only change: the server under test listens on a free port.
+    const script = block.replace(/^API=.*$/m, `API=${server.url}`);
+    const { code, stdout, stderr } = await run('bash', ['-euo', 'pipefail', '-c', script], env);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+
+    const bodies = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const [inventory, created, status, declined, list] = bodies;
+    expect(inventory.items.map((p: any) => p.sku)).toEqual(['SKU-HOODIE', 'SKU-MUG', 'SKU-POSTER', 'SKU-TSHIRT']);
+    expect(created).toMatchObject({ status: 'completed', order: { total_cents: 3998 } });
+    expect(status).toMatchObject({ user_id: 'alice', order: { items: [{ sku: 'SKU-MUG', quantity: 1, unit_price_cents: 1250 }] } });
+    expect(['processing', 'completed']).toContain(status.status);
+    expect(declined).toMatchObject({ status: 402, code: 'payment_declined', order: { status: 'failed' } });
+    expect(declined.order.stages.find((s: any) => s.name === 'reservation').status).toBe('compensated');
+    expect(list.items).toHaveLength(3);
+  });
+});
