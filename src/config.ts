@@ -27,6 +27,8 @@ const schema = z.object({
   RATE_LIMIT_BURST: int(1, 1_000_000).default(100),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SEED_DEMO: bool.default(true),
+  SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
+  IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
 });
 
 export interface Config {
@@ -43,6 +45,8 @@ export interface Config {
   rateLimit: { perSecond: number; burst: number };
   logLevel: string;
   seedDemo: boolean;
+  shutdownGraceMs: number;
+  idempotencyTtlHours: number;
 }
 
 /** Reads the environment once. Throws one error listing every bad variable. */
@@ -70,5 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimit: { perSecond: e.RATE_LIMIT_PER_SEC, burst: e.RATE_LIMIT_BURST },
     logLevel: e.LOG_LEVEL,
     seedDemo: e.SEED_DEMO,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    idempotencyTtlHours: e.IDEMPOTENCY_TTL_HOURS,
   };
 }

@@ -22,6 +22,8 @@ export interface ServiceOverrides {
   payments?: (stores: SqliteStores) => PaymentGateway;
   carrier?: (stores: SqliteStores) => Carrier;
   notifier?: (stores: SqliteStores) => Notifier;
+  /** A replacement inventory worker module (URL), e.g. one that crashes on cue. */
+  inventoryWorkerFile?: string;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
@@ -33,7 +35,12 @@ export interface Service {
   pool: InventoryPool;
   runtime: OrderRuntime;
   jwtSecret: string;
-  /** Stops the actors (their state is persisted), the pool and the database. */
+  /**
+   * Refuses new work, lets live orders settle for up to `graceMs`, then stops the rest:
+   * their state is persisted and they resume at the next start.
+   */
+  drain(graceMs: number): Promise<void>;
+  /** Drains with no grace (if not done yet), then closes the pool and the database. */
   close(): Promise<void>;
 }
 
@@ -46,7 +53,11 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const stores = createSqliteStores(db);
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
-  const pool = createInventoryPool({ dbPath: config.dbPath, threads: config.inventoryThreads });
+  const pool = createInventoryPool({
+    dbPath: config.dbPath,
+    threads: config.inventoryThreads,
+    ...(overrides.inventoryWorkerFile ? { workerFile: overrides.inventoryWorkerFile } : {}),
+  });
   const actors = createOrderActors({
     catalog: stores.catalog,
     orders: stores.orders,
@@ -76,9 +87,20 @@ export async function createService(config: Config, logger: Logger, overrides: S
     },
     rateLimit: config.rateLimit,
     syncWaitMs: config.syncWaitMs,
+    idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });
 
-  return {
+  // Crash recovery: whatever was running when the process last stopped runs on now.
+  await runtime.resumeUnfinished();
+  const purgeKeys = () =>
+    stores.idempotency.purgeExpired(new Date()).then(
+      (n) => n > 0 && logger.info({ purged: n }, 'forgot expired idempotency keys'),
+      (err) => logger.warn({ err }, 'purging idempotency keys failed'),
+    );
+  void purgeKeys();
+  const purgeTimer = setInterval(purgeKeys, 3_600_000).unref();
+
+  const service: Service = {
     config,
     app,
     db,
@@ -86,12 +108,18 @@ export async function createService(config: Config, logger: Logger, overrides: S
     pool,
     runtime,
     jwtSecret,
+    async drain(graceMs) {
+      clearInterval(purgeTimer);
+      const { settled, stopped } = await runtime.drain(graceMs);
+      logger.info({ settled, stopped }, 'order actors drained; unfinished ones resume at the next start');
+    },
     async close() {
-      await runtime.stopAll();
+      if (runtime.accepting) await service.drain(0);
       await pool.close();
       db.close();
     },
   };
+  return service;
 }
 
 async function main(): Promise<void> {
@@ -124,21 +152,26 @@ async function main(): Promise<void> {
   });
 
   let stopping = false;
-  const shutdown = (signal: string) => {
+  const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    server.close();
-    service.close().then(
-      () => process.exit(0),
-      (err) => {
-        logger.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    logger.info({ signal, grace_ms: config.shutdownGraceMs }, 'shutting down');
+    try {
+      // During the grace period the server keeps answering: reads work, new orders get 503.
+      await service.drain(config.shutdownGraceMs);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if ('closeIdleConnections' in server) server.closeIdleConnections();
+      });
+      await service.close();
+      process.exit(0);
+    } catch (err) {
+      logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
   };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

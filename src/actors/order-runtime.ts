@@ -1,4 +1,4 @@
-import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { createActor, type Actor, type InspectionEvent, type Observer, type Snapshot } from 'xstate';
 import { OrderError } from '../domain/errors.js';
 import type { OrderRequest, RetryPolicy } from '../domain/order.js';
 import type { Logger } from '../logger.js';
@@ -34,6 +34,7 @@ type OrderActor = Actor<OrderMachine>;
  */
 export class OrderRuntime {
   private readonly live = new Map<string, OrderActor>();
+  private draining = false;
   private readonly waiters = new Map<string, Set<(record: SnapshotRecord) => void>>();
   private readonly writer: SnapshotWriter;
 
@@ -45,8 +46,14 @@ export class OrderRuntime {
     return this.live.size;
   }
 
+  /** False once shutdown has begun: no new orders, no new state changes from clients. */
+  get accepting(): boolean {
+    return !this.draining;
+  }
+
   /** Starts a new order; resolves once its first snapshot is durable. */
   async submit(order: NewOrder): Promise<SnapshotRecord> {
+    if (this.draining) throw new OrderError('shutting_down', 'The service is shutting down; retry shortly.');
     const createdAt = new Date();
     const input: OrderInput = {
       ...order,
@@ -99,6 +106,51 @@ export class OrderRuntime {
     return this.latest(orderId);
   }
 
+  /**
+   * Crash recovery: restores every order whose snapshot is neither final nor parked and
+   * lets it run on. Steps that were in flight run again (they are idempotent); waits and
+   * deadlines re-arm from the due times in context.
+   */
+  async resumeUnfinished(): Promise<number> {
+    const records = await this.options.snapshots.listUnfinished();
+    for (const record of records) {
+      if (this.live.has(record.order_id)) continue;
+      this.restore(record).start();
+    }
+    if (records.length > 0) this.options.logger.info({ orders: records.length }, 'resumed unfinished orders');
+    return records.length;
+  }
+
+  /** An admin's retry of an order parked in compensation_failed: compensation resumes where it failed. */
+  async retry(orderId: string): Promise<SnapshotRecord> {
+    if (this.draining) throw new OrderError('shutting_down', 'The service is shutting down; retry shortly.');
+    const record = await this.get(orderId);
+    if (!record) throw new OrderError('not_found', `order ${orderId} not found`);
+    const parked = this.live.get(orderId);
+    if (record.status !== 'compensation_failed' || (parked && !parked.getSnapshot().can({ type: 'RETRY' }))) {
+      throw new OrderError('invalid_transition', `order ${orderId} is ${record.status}; only compensation_failed orders can be retried`);
+    }
+    const actor = parked ?? this.restore(record);
+    if (!parked) actor.start();
+    actor.send({ type: 'RETRY' });
+    await this.writer.flush();
+    return this.latest(orderId);
+  }
+
+  /**
+   * Graceful shutdown: refuse new work, give live orders up to `graceMs` to settle, then
+   * stop the rest. Their snapshots are durable; the next start resumes them.
+   */
+  async drain(graceMs: number): Promise<{ settled: number; stopped: number }> {
+    this.draining = true;
+    const before = this.live.size;
+    const deadline = Date.now() + graceMs;
+    while (this.live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, Math.min(20, graceMs)));
+    const stopped = this.live.size;
+    await this.stopAll();
+    return { settled: before - stopped, stopped };
+  }
+
   /** Waits until every state change so far is durable. */
   flush(): Promise<void> {
     return this.writer.flush();
@@ -109,6 +161,14 @@ export class OrderRuntime {
     for (const actor of this.live.values()) actor.stop();
     this.live.clear();
     await this.writer.flush();
+  }
+
+  private restore(record: SnapshotRecord): OrderActor {
+    const snapshot = JSON.parse(record.snapshot) as Snapshot<unknown> & { context: OrderInput };
+    // `input` is only typed as required: a restored actor takes its context from the snapshot.
+    const actor = createActor(this.options.machine, { id: record.order_id, snapshot, input: snapshot.context, inspect: this.options.inspect });
+    this.track(record.order_id, actor);
+    return actor;
   }
 
   private track(orderId: string, actor: OrderActor): void {
@@ -129,16 +189,18 @@ export class OrderRuntime {
         };
         const written = this.writer.queue(record);
         if (!isSettled(status)) return;
-        this.live.delete(orderId);
-        const failure = snapshot.context.failure;
-        log.info({ stage: failure?.stage ?? record.state, status, code: failure?.code }, `order ${status}`);
-        written.then(
-          () => {
-            if (snapshot.status === 'active') actor.stop();
-            this.settle(orderId, record);
-          },
-          () => this.settle(orderId, record),
-        );
+        // Settle once the settled state is durable, unless the order moved on meanwhile
+        // (a parked order restored for an admin retry is settled for a moment).
+        const settle = () => {
+          if (pipelineStatus(actor.getSnapshot() as { status: string; value: string }) !== status) return;
+          if (this.live.get(orderId) !== actor) return;
+          this.live.delete(orderId);
+          if (actor.getSnapshot().status === 'active') actor.stop();
+          const failure = snapshot.context.failure;
+          log.info({ stage: failure?.stage ?? record.state, status, code: failure?.code }, `order ${status}`);
+          this.settle(orderId, record);
+        };
+        written.then(settle, settle);
       },
       error: (err) => {
         // A bug in the machine, not a step failure: keep the last durable snapshot so a restart resumes it.

@@ -32,6 +32,7 @@ export type ApiErrorCode =
   | 'invalid_transition'
   | 'compensation_failed'
   | 'shutting_down'
+  | 'idempotency_key_reused'
   | 'internal_error';
 
 export type ErrorCode = StepErrorCode | ApiErrorCode;
@@ -97,6 +98,9 @@ export function toStepError(err: unknown): StepError {
     return details ? { code: err.code as StepErrorCode, message, details } : { code: err.code as StepErrorCode, message };
   }
   const message = err instanceof Error ? err.message : String(err);
+  // better-sqlite3 reports lock contention as SQLITE_BUSY / SQLITE_LOCKED: worth a retry.
+  const sqliteCode = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
+  if (sqliteCode.startsWith('SQLITE_BUSY') || sqliteCode.startsWith('SQLITE_LOCKED')) return { code: 'storage_busy', message };
   return { code: 'step_failed', message };
 }
 

@@ -3,8 +3,9 @@ import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import type { OrderRuntime } from '../actors/order-runtime.js';
 import type { Logger } from '../logger.js';
-import type { CatalogStore, SnapshotStore } from '../store/ports.js';
+import type { CatalogStore, IdempotencyStore, SnapshotStore } from '../store/ports.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
+import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
@@ -19,6 +20,7 @@ export interface AppDeps {
   auth: BearerAuthOptions;
   rateLimit: RateLimitOptions;
   syncWaitMs: number;
+  idempotency: { store: IdempotencyStore; ttlHours: number };
   maxBodyBytes?: number;
 }
 
@@ -39,7 +41,12 @@ export function createApp(deps: AppDeps): Hono {
   );
   api.use(bearerAuth(deps.auth));
   api.use(rateLimit(deps.rateLimit));
-  api.route('/pipeline', ordersRoutes(deps));
+  // While shutting down, reads still work; anything that would change an order waits for the next start.
+  api.use(async function rejectWhileDraining(c, next) {
+    if (c.req.method === 'GET' || deps.runtime.accepting) return next();
+    return problemResponse(c, problemFor('shutting_down', 'The service is shutting down; retry in a few seconds.'), { 'Retry-After': '5' });
+  });
+  api.route('/pipeline', ordersRoutes({ ...deps, idempotent: createIdempotency(deps.idempotency) }));
   api.route('/inventory', inventoryRoutes(deps));
   app.route('/api/v1', api);
 

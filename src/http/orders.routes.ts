@@ -1,9 +1,11 @@
 import { Hono, type Context } from 'hono';
 import { OrderError, type ErrorCode } from '../domain/errors.js';
-import { newId, ORDER_ID_PATTERN } from '../domain/ids.js';
+import { ORDER_ID_PATTERN } from '../domain/ids.js';
+import type { OrderRequest } from '../domain/order.js';
 import type { OrderRuntime } from '../actors/order-runtime.js';
 import type { SnapshotRecord, SnapshotStore } from '../store/ports.js';
-import type { AuthUser } from './auth.middleware.js';
+import { requireRole, type AuthUser } from './auth.middleware.js';
+import type { Idempotent } from './idempotency.js';
 import { toPipelineResult } from './order-view.js';
 import { problemFor, problemResponse } from './problem.js';
 import { listQuerySchema, orderRequestSchema, readJson, validate } from './schemas.js';
@@ -13,15 +15,16 @@ export interface OrdersRoutesDeps {
   snapshots: SnapshotStore;
   /** How long the synchronous endpoint waits for a final state. */
   syncWaitMs: number;
+  idempotent: Idempotent;
 }
 
 const statusUrl = (orderId: string) => `/api/v1/pipeline/orders/${orderId}/status`;
 
 /** `/api/v1/pipeline/orders…`: create (sync and async), status, cancel, list. */
-export function ordersRoutes({ runtime, snapshots, syncWaitMs }: OrdersRoutesDeps) {
+export function ordersRoutes({ runtime, snapshots, syncWaitMs, idempotent }: OrdersRoutesDeps) {
   const routes = new Hono();
 
-  async function createOrder(c: Context): Promise<SnapshotRecord> {
+  async function readOrder(c: Context): Promise<{ user_id: string; request: OrderRequest }> {
     const body = validate(orderRequestSchema, await readJson(c));
     const user = c.var.user;
     const userId = body.user_id ?? user.id;
@@ -29,7 +32,12 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs }: OrdersRoutesDep
       throw new OrderError('forbidden', 'Only an admin may place an order for another user.');
     }
     const { user_id: _ignored, ...request } = body;
-    return runtime.submit({ order_id: newId('ord'), user_id: userId, request });
+    return { user_id: userId, request };
+  }
+
+  /** Starts the order under this id, or finds it if it was started already (an idempotent retry). */
+  async function startOrder(orderId: string, order: { user_id: string; request: OrderRequest }): Promise<SnapshotRecord> {
+    return (await runtime.get(orderId)) ?? (await runtime.submit({ order_id: orderId, ...order }));
   }
 
   /** The order if it exists and the caller may see it; otherwise 404, never revealing that it exists. */
@@ -42,8 +50,15 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs }: OrdersRoutesDep
   }
 
   routes.post('/orders', async (c) => {
-    const created = await createOrder(c);
-    const { settled, record } = await runtime.waitForSettled(created.order_id, syncWaitMs);
+    const order = await readOrder(c);
+    return idempotent(c, 'POST /orders', order, async (orderId) => {
+      await startOrder(orderId, order);
+      const { settled, record } = await runtime.waitForSettled(orderId, syncWaitMs);
+      return syncAnswer(c, settled, record);
+    });
+  });
+
+  function syncAnswer(c: Context, settled: boolean, record: SnapshotRecord): Response {
     const result = toPipelineResult(record);
     const location = { Location: statusUrl(record.order_id) };
     if (!settled) return c.json(result, 202, location);
@@ -52,12 +67,15 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs }: OrdersRoutesDep
       record.status === 'cancelled' ? 'order_cancelled' : record.status === 'compensation_failed' ? 'compensation_failed' : (result.failure?.code ?? 'step_failed');
     const detail = result.failure ? `Order ${record.order_id} ${record.status} at ${result.failure.stage}: ${result.failure.message}` : `Order ${record.order_id} ${record.status}.`;
     return problemResponse(c, problemFor(code, detail, { order_id: record.order_id, order: result }), location);
-  });
+  }
 
   routes.post('/orders/async', async (c) => {
-    const record = await createOrder(c);
-    const url = statusUrl(record.order_id);
-    return c.json({ order_id: record.order_id, status: record.status, status_url: url }, 202, { Location: url });
+    const order = await readOrder(c);
+    return idempotent(c, 'POST /orders/async', order, async (orderId) => {
+      const record = await startOrder(orderId, order);
+      const url = statusUrl(record.order_id);
+      return c.json({ order_id: record.order_id, status: record.status, status_url: url }, 202, { Location: url });
+    });
   });
 
   routes.get('/orders/:id/status', async (c) => {
@@ -71,6 +89,12 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs }: OrdersRoutesDep
       throw new OrderError('invalid_transition', `Order ${record.order_id} is ${record.status} and can no longer be cancelled.`);
     }
     const updated = await runtime.cancel(record.order_id);
+    return c.json(toPipelineResult(updated), 202, { Location: statusUrl(record.order_id) });
+  });
+
+  routes.post('/orders/:id/retry', requireRole('admin'), async (c) => {
+    const record = await findVisible(c.req.param('id'), c.var.user);
+    const updated = await runtime.retry(record.order_id);
     return c.json(toPipelineResult(updated), 202, { Location: statusUrl(record.order_id) });
   });
 

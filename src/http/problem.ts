@@ -30,6 +30,7 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   shutting_down: [503, 'Shutting down'],
   internal_error: [500, 'Internal server error'],
   compensation_failed: [502, 'Compensation failed'],
+  idempotency_key_reused: [422, 'Idempotency key reused'],
   // How a failed order answers the synchronous endpoint.
   insufficient_stock: [409, 'Insufficient stock'],
   payment_declined: [402, 'Payment declined'],

@@ -106,4 +106,24 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX order_snapshots_by_status ON order_snapshots (status, order_id DESC);
     `,
   },
+  {
+    version: 2,
+    name: 'idempotency keys',
+    sql: `
+      -- One row per (caller, Idempotency-Key): the order it created and, once answered, the answer.
+      CREATE TABLE idempotency_keys (
+        user_id         TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        request_hash    TEXT NOT NULL,
+        order_id        TEXT NOT NULL,
+        request         TEXT NOT NULL,
+        response_status INTEGER,
+        response_body   TEXT,
+        created_at      TEXT NOT NULL,
+        expires_at      TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+      ) STRICT;
+      CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+    `,
+  },
 ];

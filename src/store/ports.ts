@@ -119,4 +119,28 @@ export interface NotificationStore {
   listForOrder(orderId: string): Promise<Notification[]>;
 }
 
+export interface IdempotencyEntry {
+  user_id: string;
+  key: string;
+  /** Hash of the endpoint and the validated body: the same key with another request is refused. */
+  request_hash: string;
+  order_id: string;
+  /** The validated request, so an order lost between claim and start can still be started. */
+  request: string;
+  response_status: number | null;
+  response_body: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface IdempotencyStore {
+  /** Records the key unless a live entry exists; returns the stored entry either way. */
+  claim(entry: IdempotencyEntry): Promise<{ claimed: boolean; entry: IdempotencyEntry }>;
+  /** Stores the first answer given for the key. */
+  complete(userId: string, key: string, status: number, body: string): Promise<void>;
+  get(userId: string, key: string): Promise<IdempotencyEntry | null>;
+  /** Forgets entries past their expiry; returns how many. */
+  purgeExpired(now: Date): Promise<number>;
+}
+
 export type { NotificationKind };

@@ -5,6 +5,8 @@ import type { Db } from './database.js';
 import type {
   CatalogStore,
   ChargeRecord,
+  IdempotencyEntry,
+  IdempotencyStore,
   NotificationStore,
   OrderRecordStore,
   PaymentLedger,
@@ -23,6 +25,7 @@ export interface SqliteStores {
   payments: PaymentLedger;
   shipments: ShipmentStore;
   notifications: NotificationStore;
+  idempotency: IdempotencyStore;
 }
 
 /** Every store the main thread uses, on one connection with prepared statements. */
@@ -34,6 +37,7 @@ export function createSqliteStores(db: Db): SqliteStores {
     payments: createPaymentLedger(db),
     shipments: createShipmentStore(db),
     notifications: createNotificationStore(db),
+    idempotency: createIdempotencyStore(db),
   };
 }
 
@@ -97,7 +101,7 @@ function createOrderRecordStore(db: Db): OrderRecordStore {
      VALUES (@id, @user_id, @status, @items, @total_cents, @currency, @shipping, @created_at, @updated_at)
      ON CONFLICT (id) DO NOTHING`,
   );
-  const setStatus = db.prepare(`UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status IN ('placed', 'shipped')`);
+  const setStatus = db.prepare(`UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status = ?`);
   const toOrder = (row: OrderRow): Order => ({
     id: row.id,
     user_id: row.user_id,
@@ -119,7 +123,7 @@ function createOrderRecordStore(db: Db): OrderRecordStore {
       created_at: fallback.created_at,
       updated_at: now,
     });
-    setStatus.run(status, now, orderId);
+    setStatus.run(status, now, orderId, 'placed');
   });
 
   return {
@@ -139,7 +143,7 @@ function createOrderRecordStore(db: Db): OrderRecordStore {
       return toOrder(stored);
     },
     async markShipped(orderId) {
-      setStatus.run('shipped', new Date().toISOString(), orderId);
+      setStatus.run('shipped', new Date().toISOString(), orderId, 'placed');
     },
     async close(orderId, status, fallback) {
       close.immediate(orderId, status, fallback);
@@ -295,6 +299,38 @@ function createNotificationStore(db: Db): NotificationStore {
     },
     async listForOrder(orderId) {
       return byOrder.all(orderId);
+    },
+  };
+}
+
+function createIdempotencyStore(db: Db): IdempotencyStore {
+  const columns = 'user_id, key, request_hash, order_id, request, response_status, response_body, created_at, expires_at';
+  const get = db.prepare<[string, string], IdempotencyEntry>(`SELECT ${columns} FROM idempotency_keys WHERE user_id = ? AND key = ?`);
+  const dropExpired = db.prepare('DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND expires_at <= ?');
+  const insert = db.prepare(
+    `INSERT INTO idempotency_keys (${columns})
+     VALUES (@user_id, @key, @request_hash, @order_id, @request, @response_status, @response_body, @created_at, @expires_at)
+     ON CONFLICT (user_id, key) DO NOTHING`,
+  );
+  const complete = db.prepare('UPDATE idempotency_keys SET response_status = ?, response_body = ? WHERE user_id = ? AND key = ? AND response_status IS NULL');
+  const purge = db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?');
+  const claim = db.transaction((entry: IdempotencyEntry) => {
+    dropExpired.run(entry.user_id, entry.key, entry.created_at);
+    const claimed = insert.run(entry).changes === 1;
+    return { claimed, entry: get.get(entry.user_id, entry.key)! };
+  });
+  return {
+    async claim(entry) {
+      return claim.immediate(entry);
+    },
+    async complete(userId, key, status, body) {
+      complete.run(status, body, userId, key);
+    },
+    async get(userId, key) {
+      return get.get(userId, key) ?? null;
+    },
+    async purgeExpired(now) {
+      return purge.run(now.toISOString()).changes;
     },
   };
 }

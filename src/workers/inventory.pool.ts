@@ -20,6 +20,8 @@ export interface InventoryPoolOptions {
   dbPath: string;
   threads: number;
   busyTimeoutMs?: number;
+  /** Another worker module with the same exports (tests use one that crashes on cue). */
+  workerFile?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ function workerFile(): string {
 export function createInventoryPool(options: InventoryPoolOptions): InventoryPool {
   const workerData: InventoryWorkerData = { dbPath: options.dbPath, busyTimeoutMs: options.busyTimeoutMs ?? 5000 };
   const pool = new Piscina({
-    filename: workerFile(),
+    filename: options.workerFile ?? workerFile(),
     workerData,
     minThreads: options.threads,
     maxThreads: options.threads,

@@ -22,7 +22,7 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `src/main.ts` as a real process and resolves when it listens. */
+/** Starts `src/main.ts` as a real process and resolves when `/healthz` answers. */
 export async function startServerProcess(env: Record<string, string>, timeoutMs = 20_000): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
@@ -37,7 +37,15 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const started = Date.now();
-  while (!out.includes('ordersaga listening')) {
+  const url = `http://127.0.0.1:${port}`;
+  const ready = async () => {
+    try {
+      return (await fetch(`${url}/healthz`)).ok;
+    } catch {
+      return false;
+    }
+  };
+  while (!(await ready())) {
     if (child.exitCode !== null) throw new Error(`server exited early (${child.exitCode}):\n${out}`);
     if (Date.now() - started > timeoutMs) {
       child.kill('SIGKILL');
@@ -45,7 +53,7 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  return { child, url: `http://127.0.0.1:${port}`, output: () => out, exited };
+  return { child, url, output: () => out, exited };
 }
 
 /** Runs a command to completion, collecting its output. */
@@ -65,4 +73,16 @@ export function run(cmd: string, args: string[], env: Record<string, string>, ti
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** A small JSON client for a server process. */
+export function client(url: string, token: string) {
+  return async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${url}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: res.status, headers: res.headers, body: (await res.json()) as any };
+  };
 }

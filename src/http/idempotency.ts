@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import type { Context } from 'hono';
+import { OrderError } from '../domain/errors.js';
+import { newId } from '../domain/ids.js';
+import type { IdempotencyStore } from '../store/ports.js';
+
+export interface IdempotencyOptions {
+  store: IdempotencyStore;
+  /** How long a key is remembered (at least 24 h). */
+  ttlHours: number;
+}
+
+/** Starts (or finds) the order with this id and answers for it. */
+export type OrderHandler = (orderId: string) => Promise<Response>;
+
+const KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
+
+/**
+ * `Idempotency-Key` for order creation (IETF draft-ietf-httpapi-idempotency-key-header).
+ * The key is claimed, with a pre-assigned order id and the request, before the order
+ * starts; the first answer is stored and replayed with `Idempotent-Replayed: true`. The
+ * same key with another request is a 422; a second request while the first is running
+ * waits for the first answer. After a crash between claim and answer, a retry resumes
+ * the same order id instead of creating another.
+ */
+export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
+  const inflight = new Map<string, Promise<unknown>>();
+
+  return async function idempotent(c: Context, endpoint: string, request: unknown, handle: OrderHandler): Promise<Response> {
+    const key = c.req.header('Idempotency-Key');
+    if (key === undefined) return handle(newId('ord'));
+    if (!KEY_PATTERN.test(key)) {
+      throw new OrderError('validation_failed', 'Idempotency-Key must be 1 to 255 printable ASCII characters.', {
+        details: { errors: [{ path: 'header/Idempotency-Key', message: 'must be 1 to 255 printable ASCII characters' }] },
+      });
+    }
+    const userId = c.var.user.id;
+    const requestJson = JSON.stringify(request);
+    const now = new Date();
+    const { claimed, entry } = await store.claim({
+      user_id: userId,
+      key,
+      request_hash: createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex'),
+      order_id: newId('ord'),
+      request: requestJson,
+      response_status: null,
+      response_body: null,
+      created_at: now.toISOString(),
+      expires_at: new Date(now.getTime() + ttlHours * 3_600_000).toISOString(),
+    });
+    const slot = `${userId}\n${key}`;
+
+    if (claimed) {
+      const answer = (async () => {
+        const res = await handle(entry.order_id);
+        await store.complete(userId, key, res.status, await res.clone().text());
+        return res;
+      })();
+      inflight.set(slot, answer);
+      try {
+        return await answer;
+      } finally {
+        inflight.delete(slot);
+      }
+    }
+
+    if (entry.request_hash !== createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex')) {
+      throw new OrderError('idempotency_key_reused', 'This Idempotency-Key was used with a different request; use a new key for a new order.');
+    }
+    // The first request may still be running here; wait for its answer (failure included).
+    await inflight.get(slot)?.catch(() => undefined);
+    const stored = await store.get(userId, key);
+    if (stored?.response_status != null && stored.response_body != null) return replay(stored.response_status, stored.response_body, stored.order_id);
+    // Claimed but never answered (the process died in between): answer for the same order now.
+    const res = await handle(entry.order_id);
+    await store.complete(userId, key, res.status, await res.clone().text());
+    const again = await store.get(userId, key);
+    return replay(again!.response_status!, again!.response_body!, entry.order_id);
+  };
+}
+
+function replay(status: number, body: string, orderId: string): Response {
+  const problem = status >= 400;
+  return new Response(body, {
+    status,
+    headers: {
+      'Content-Type': problem ? 'application/problem+json' : 'application/json',
+      Location: `/api/v1/pipeline/orders/${orderId}/status`,
+      'Idempotent-Replayed': 'true',
+    },
+  });
+}
+
+export type Idempotent = ReturnType<typeof createIdempotency>;
