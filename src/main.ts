@@ -15,13 +15,15 @@ import { orderMachine } from './machines/order.machine.js';
 import { migrate, openDatabase, type Db } from './store/database.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
 import { createSqliteStores, type SqliteStores } from './store/sqlite-store.js';
-import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
+import { createInventoryPool, type Inventory, type InventoryPool } from './workers/inventory.pool.js';
 
 /** Replaceable parts, for tests that inject faults through the same interfaces. */
 export interface ServiceOverrides {
   payments?: (stores: SqliteStores) => PaymentGateway;
   carrier?: (stores: SqliteStores) => Carrier;
   notifier?: (stores: SqliteStores) => Notifier;
+  /** Wraps the pool-backed inventory (e.g. to inject faults through the same interface). */
+  inventory?: (pool: Inventory) => Inventory;
   /** A replacement inventory worker module (URL), e.g. one that crashes on cue. */
   inventoryWorkerFile?: string;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
@@ -61,7 +63,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const actors = createOrderActors({
     catalog: stores.catalog,
     orders: stores.orders,
-    inventory: pool,
+    inventory: overrides.inventory?.(pool) ?? pool,
     payments: overrides.payments?.(stores) ?? new SimulatedPaymentGateway(stores.payments, { slowMs: config.paymentSlowMs }),
     carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
