@@ -29,6 +29,18 @@ const schema = z.object({
   SEED_DEMO: bool.default(true),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
   IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
+  INSPECT: bool.default(false),
+  INSPECT_URL: z
+    .string()
+    .default('ws://127.0.0.1:8080')
+    .refine((v) => {
+      try {
+        const u = new URL(v);
+        return (u.protocol === 'ws:' || u.protocol === 'wss:') && u.hostname !== '';
+      } catch {
+        return false;
+      }
+    }, 'must be a ws:// or wss:// URL, e.g. ws://127.0.0.1:8080'),
 });
 
 export interface Config {
@@ -47,6 +59,8 @@ export interface Config {
   seedDemo: boolean;
   shutdownGraceMs: number;
   idempotencyTtlHours: number;
+  /** Stream every order actor to the Stately inspector (a relay at `url`, see `npm run inspector`). */
+  inspect: { enabled: boolean; url: string };
 }
 
 /** Reads the environment once. Throws one error listing every bad variable. */
@@ -76,5 +90,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     seedDemo: e.SEED_DEMO,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     idempotencyTtlHours: e.IDEMPOTENCY_TTL_HOURS,
+    inspect: { enabled: e.INSPECT, url: e.INSPECT_URL },
   };
 }

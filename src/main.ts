@@ -10,6 +10,7 @@ import { SimulatedCarrier, type Carrier } from './gateways/carrier.js';
 import { StoreNotifier, type Notifier } from './gateways/notifier.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
+import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
 import { migrate, openDatabase, type Db } from './store/database.js';
@@ -133,7 +134,18 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const logger = createLogger(config.logLevel);
-  const service = await createService(config, logger);
+  // INSPECT=1: stream every order actor to the Stately inspector. Loaded only when enabled.
+  let inspector: OrderInspector | undefined;
+  if (config.inspect.enabled) {
+    try {
+      logger.info({ url: config.inspect.url }, 'INSPECT on: order actors will stream to the Stately inspector');
+      const { createOrderInspector } = await import('./inspector.js');
+      inspector = createOrderInspector({ url: config.inspect.url, logger });
+    } catch (err) {
+      logger.error({ err }, 'INSPECT on, but the inspector could not be loaded; running without it');
+    }
+  }
+  const service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
 
   if (!config.jwt.secret) {
     const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
@@ -166,6 +178,7 @@ async function main(): Promise<void> {
         if ('closeIdleConnections' in server) server.closeIdleConnections();
       });
       await service.close();
+      await inspector?.stop();
       process.exit(0);
     } catch (err) {
       logger.error({ err }, 'shutdown failed');
