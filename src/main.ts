@@ -14,6 +14,7 @@ import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
 import { migrate, openDatabase, type Db } from './store/database.js';
+import { GroupCommit } from './store/group-commit.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
 import { createSqliteStores, type SqliteStores } from './store/sqlite-store.js';
 import { createInventoryPool, type Inventory, type InventoryPool } from './workers/inventory.pool.js';
@@ -53,12 +54,15 @@ export async function createService(config: Config, logger: Logger, overrides: S
 
   const db = openDatabase(config.dbPath);
   migrate(db);
-  const stores = createSqliteStores(db);
+  const commits = new GroupCommit(db, logger);
+  const stores = createSqliteStores(db, commits);
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
   const pool = createInventoryPool({
     dbPath: config.dbPath,
     threads: config.inventoryThreads,
+    // Workers read what the main thread wrote (products, orders) from their own connections.
+    beforeDispatch: () => commits.flush(),
     ...(overrides.inventoryWorkerFile ? { workerFile: overrides.inventoryWorkerFile } : {}),
   });
   const actors = createOrderActors({
@@ -73,6 +77,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const runtime = new OrderRuntime({
     machine: orderMachine.provide({ actors }),
     snapshots: stores.snapshots,
+    commits,
     logger,
     orderTimeoutMs: config.orderTimeoutMs,
     retry: config.retry,

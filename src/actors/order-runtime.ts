@@ -5,12 +5,15 @@ import type { Logger } from '../logger.js';
 import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
 import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
 import type { SnapshotRecord, SnapshotStore } from '../store/ports.js';
+import type { GroupCommit } from '../store/group-commit.js';
 import { SnapshotWriter } from '../store/snapshot-writer.js';
 
 export interface OrderRuntimeOptions {
   /** The order machine with its real actors provided. */
   machine: OrderMachine;
   snapshots: SnapshotStore;
+  /** The main connection's group commit, shared with the stores' writes. */
+  commits: GroupCommit;
   logger: Logger;
   orderTimeoutMs: number;
   retry: RetryPolicy;
@@ -39,7 +42,7 @@ export class OrderRuntime {
   private readonly writer: SnapshotWriter;
 
   constructor(private readonly options: OrderRuntimeOptions) {
-    this.writer = new SnapshotWriter(options.snapshots, options.logger);
+    this.writer = new SnapshotWriter(options.snapshots, options.commits);
   }
 
   get liveCount(): number {
@@ -158,6 +161,7 @@ export class OrderRuntime {
 
   /** Stops every live actor (their state is already persisted) and writes what is pending. */
   async stopAll(): Promise<void> {
+    await this.writer.flush();
     for (const actor of this.live.values()) actor.stop();
     this.live.clear();
     await this.writer.flush();
@@ -176,18 +180,21 @@ export class OrderRuntime {
     const log = this.options.logger.child({ order_id: orderId });
     actor.subscribe({
       next: (snapshot) => {
-        const persisted = actor.getPersistedSnapshot();
         const status = pipelineStatus(snapshot as { status: string; value: string });
-        const record: SnapshotRecord = {
+        const updatedAt = new Date().toISOString();
+        // Taken now (a stopped actor's snapshot would read "stopped"), serialised only when
+        // written: several transitions in one turn cost one JSON.stringify.
+        const persisted = actor.getPersistedSnapshot();
+        const build = (): SnapshotRecord => ({
           order_id: orderId,
           user_id: snapshot.context.user_id,
           status,
           state: stateName(snapshot.value as string),
           snapshot: JSON.stringify(persisted),
           created_at: snapshot.context.created_at,
-          updated_at: new Date().toISOString(),
-        };
-        const written = this.writer.queue(record);
+          updated_at: updatedAt,
+        });
+        const written = this.writer.queue(orderId, build);
         if (!isSettled(status)) return;
         // Settle once the settled state is durable, unless the order moved on meanwhile
         // (a parked order restored for an admin retry is settled for a moment).
@@ -195,6 +202,7 @@ export class OrderRuntime {
           if (pipelineStatus(actor.getSnapshot() as { status: string; value: string }) !== status) return;
           if (this.live.get(orderId) !== actor) return;
           this.live.delete(orderId);
+          const record = build();
           if (actor.getSnapshot().status === 'active') actor.stop();
           const failure = snapshot.context.failure;
           log.info({ stage: failure?.stage ?? record.state, status, code: failure?.code }, `order ${status}`);

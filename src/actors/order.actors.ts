@@ -39,18 +39,19 @@ export function createOrderActors(deps: OrderActorDeps) {
 
   /** Logs a step's outcome with its order and stage; compensations are logged as such. */
   function step<I extends { order_id: string }, O>(stage: StageName, run: (input: I, signal: AbortSignal) => Promise<O>) {
+    const compensation = stage === 'refund' || stage === 'release' || stage === 'cancellation';
     return fromPromise<O, I>(async ({ input, signal }) => {
-      const log = logger.child({ order_id: input.order_id, stage });
-      const compensation = stage === 'refund' || stage === 'release' || stage === 'cancellation';
-      log.debug({ compensation }, 'stage started');
+      const fields = { order_id: input.order_id, stage, compensation };
+      const debug = logger.isLevelEnabled('debug');
+      if (debug) logger.debug(fields, 'stage started');
       try {
         const output = await run(input, signal);
-        if (compensation) log.info({ compensation }, 'compensation done');
-        else log.debug('stage succeeded');
+        if (compensation) logger.info(fields, 'compensation done');
+        else if (debug) logger.debug(fields, 'stage succeeded');
         return output;
       } catch (err) {
         const { code, message } = toStepError(err);
-        if (!signal.aborted) log.warn({ code, compensation, err: message }, compensation ? 'compensation failed' : 'stage failed');
+        if (!signal.aborted) logger.warn({ ...fields, code, err: message }, compensation ? 'compensation failed' : 'stage failed');
         throw err;
       }
     });
@@ -112,8 +113,7 @@ export function createOrderActors(deps: OrderActorDeps) {
         shipping: input.shipping,
         idempotency_key: `${input.order_id}:ship`,
       });
-      await deps.inventory.commit(input.order_id);
-      await deps.orders.markShipped(input.order_id);
+      await deps.inventory.commit(input.order_id); // also marks the order shipped, in the same transaction
       return shipment;
     }),
 

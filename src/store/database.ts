@@ -26,6 +26,27 @@ export function openDatabase(path: string, options: OpenOptions = {}): Db {
   return db;
 }
 
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Runs `fn`, retrying while another connection holds the write lock (SQLITE_BUSY), with
+ * pauses of `pauseMs` up to `timeoutMs`. Used with `busy_timeout = 0` on the hot paths:
+ * SQLite's own busy handler sleeps 1, 2, 5, 10, 15… ms between tries, which under load
+ * turns sub-millisecond lock hand-offs into tail latency.
+ */
+export function retryWhileBusy<T>(fn: () => T, timeoutMs = 5000, pauseMs = 0.05): T {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (!code.startsWith('SQLITE_BUSY') || performance.now() > deadline) throw err;
+      Atomics.wait(pause, 0, 0, pauseMs);
+    }
+  }
+}
+
 /** Applies the migrations this file has not seen yet; returns the versions applied. */
 export function migrate(db: Db, migrations: readonly Migration[] = MIGRATIONS): number[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,6 +1,6 @@
 import type { OrderItemRequest, Reservation, ReservationStatus } from '../domain/order.js';
 import type { Db } from './database.js';
-import type { InventoryStore, StockResult } from './ports.js';
+import type { InventoryStore, StockOp, StockResult } from './ports.js';
 
 interface ReservationRow {
   order_id: string;
@@ -12,7 +12,7 @@ interface ReservationRow {
  * Reserve, release and commit, each one `BEGIN IMMEDIATE` transaction: the write lock is
  * taken before the stock is read, so concurrent orders on the same SKU (from any thread)
  * serialise and stock never goes below zero. The `reservations` row per order makes each
- * operation idempotent, and its `released` tombstone makes a release that overtakes its
+ * operation idempotent (commit also marks the order shipped), and its `released` tombstone makes a release that overtakes its
  * reserve (a cancel while the reserve task is queued) stop that reserve from happening.
  */
 export function createSqliteInventory(db: Db): InventoryStore {
@@ -25,6 +25,7 @@ export function createSqliteInventory(db: Db): InventoryStore {
     'INSERT INTO reservations (order_id, status, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?)',
   );
   const setStatus = db.prepare('UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ?');
+  const markShipped = db.prepare(`UPDATE orders SET status = 'shipped', updated_at = ? WHERE id = ? AND status = 'placed'`);
 
   const toReservation = (row: ReservationRow): Reservation => ({
     order_id: row.order_id,
@@ -88,13 +89,28 @@ export function createSqliteInventory(db: Db): InventoryStore {
       const now = new Date().toISOString();
       for (const item of toReservation(existing).items) sell.run(item.quantity, item.quantity, now, item.sku);
       setStatus.run('committed', now, orderId);
+      markShipped.run(now, orderId);
     }
     return { ok: true, reservation: { ...toReservation(existing), status: 'committed' } };
   });
+
+  // Many operations in one write transaction (one lock acquisition); each runs in its own
+  // savepoint, so every order stays all-or-nothing and one failing operation spoils no other.
+  const batch = db.transaction((ops: readonly StockOp[]): StockResult[] =>
+    ops.map((op) => {
+      try {
+        if (op.op === 'reserve') return reserve(op.order_id, op.items);
+        return op.op === 'release' ? release(op.order_id) : commit(op.order_id);
+      } catch (err) {
+        return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
+      }
+    }),
+  );
 
   return {
     reserve: (orderId, items) => reserve.immediate(orderId, items),
     release: (orderId) => release.immediate(orderId),
     commit: (orderId) => commit.immediate(orderId),
+    batch: (ops) => batch.immediate(ops),
   };
 }

@@ -47,7 +47,6 @@ export interface CatalogStore {
 export interface OrderRecordStore {
   /** Stores the placed order once; a second call returns the stored one. Fails with `order_cancelled` if closed first. */
   place(order: Order, shipping: ShippingAddress): Promise<Order>;
-  markShipped(orderId: string): Promise<void>;
   /** Closes the order as cancelled or failed, storing it from the request if it was never placed. */
   close(orderId: string, status: 'cancelled' | 'failed', fallback: { user_id: string; request: OrderRequest; created_at: string }): Promise<void>;
 }
@@ -86,13 +85,20 @@ export type StockResult =
   | { ok: true; reservation: Reservation | null }
   | { ok: false; code: StepErrorCode; message: string; sku?: string; requested?: number; available?: number };
 
+export type StockOp =
+  | { op: 'reserve'; order_id: string; items: OrderItemRequest[] }
+  | { op: 'release'; order_id: string }
+  | { op: 'commit'; order_id: string };
+
 /** The inventory operations, each one transaction and idempotent per order. */
 export interface InventoryStore {
   reserve(orderId: string, items: readonly OrderItemRequest[]): StockResult;
   /** Releases the order's reservation, or leaves a tombstone so a late reserve cannot happen. */
   release(orderId: string): StockResult;
-  /** Turns the reservation into sold stock (the order shipped). */
+  /** Turns the reservation into sold stock and marks the order shipped. */
   commit(orderId: string): StockResult;
+  /** Several operations in one transaction, each all-or-nothing on its own; results in order. */
+  batch(ops: readonly StockOp[]): StockResult[];
 }
 
 export interface ChargeRecord extends Payment {

@@ -2,6 +2,7 @@ import { OrderError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { Notification, Order, OrderLine, PipelineStatus, ShippingAddress, Shipment } from '../domain/order.js';
 import type { Db } from './database.js';
+import type { GroupCommit } from './group-commit.js';
 import type {
   CatalogStore,
   ChargeRecord,
@@ -28,22 +29,25 @@ export interface SqliteStores {
   idempotency: IdempotencyStore;
 }
 
-/** Every store the main thread uses, on one connection with prepared statements. */
-export function createSqliteStores(db: Db): SqliteStores {
+/**
+ * Every store the main thread uses, on one connection with prepared statements. All their
+ * writes go through the connection's group commit: durable once `commits.flush()` resolves.
+ */
+export function createSqliteStores(db: Db, commits: GroupCommit): SqliteStores {
   return {
-    catalog: createCatalogStore(db),
-    orders: createOrderRecordStore(db),
-    snapshots: createSnapshotStore(db),
-    payments: createPaymentLedger(db),
-    shipments: createShipmentStore(db),
-    notifications: createNotificationStore(db),
-    idempotency: createIdempotencyStore(db),
+    catalog: createCatalogStore(db, commits),
+    orders: createOrderRecordStore(db, commits),
+    snapshots: createSnapshotStore(db, commits),
+    payments: createPaymentLedger(db, commits),
+    shipments: createShipmentStore(db, commits),
+    notifications: createNotificationStore(db, commits),
+    idempotency: createIdempotencyStore(db, commits),
   };
 }
 
 const PRODUCT_COLUMNS = 'sku, name, price_cents, available, reserved, sold, added';
 
-function createCatalogStore(db: Db): CatalogStore {
+function createCatalogStore(db: Db, commits: GroupCommit): CatalogStore {
   const getOne = db.prepare<[string], Product>(`SELECT ${PRODUCT_COLUMNS} FROM products WHERE sku = ?`);
   const listAll = db.prepare<[], Product>(`SELECT ${PRODUCT_COLUMNS} FROM products ORDER BY sku`);
   const insert = db.prepare(
@@ -79,7 +83,9 @@ function createCatalogStore(db: Db): CatalogStore {
       return listAll.all();
     },
     async upsertProduct(input) {
-      return upsert.immediate(input);
+      const result = commits.write(() => upsert(input));
+      await commits.flush(); // answered as stored: the workers read stock from their own connections
+      return result;
     },
   };
 }
@@ -94,7 +100,7 @@ interface OrderRow {
   created_at: string;
 }
 
-function createOrderRecordStore(db: Db): OrderRecordStore {
+function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore {
   const get = db.prepare<[string], OrderRow>('SELECT id, user_id, status, items, total_cents, currency, created_at FROM orders WHERE id = ?');
   const insert = db.prepare(
     `INSERT INTO orders (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
@@ -129,29 +135,28 @@ function createOrderRecordStore(db: Db): OrderRecordStore {
   return {
     async place(order: Order, shipping: ShippingAddress) {
       const now = new Date().toISOString();
-      insert.run({
-        ...order,
+      commits.write(() =>
+        insert.run({
+          ...order,
         status: 'placed',
         items: JSON.stringify(order.items),
-        shipping: JSON.stringify(shipping),
-        updated_at: now,
-      });
+          shipping: JSON.stringify(shipping),
+          updated_at: now,
+        }),
+      );
       const stored = get.get(order.id)!;
       if (stored.status === 'cancelled' || stored.status === 'failed') {
         throw new OrderError('order_cancelled', `order ${order.id} was closed before it was placed`);
       }
       return toOrder(stored);
     },
-    async markShipped(orderId) {
-      setStatus.run('shipped', new Date().toISOString(), orderId, 'placed');
-    },
     async close(orderId, status, fallback) {
-      close.immediate(orderId, status, fallback);
+      commits.write(() => close(orderId, status, fallback));
     },
   };
 }
 
-function createSnapshotStore(db: Db): SnapshotStore {
+function createSnapshotStore(db: Db, commits: GroupCommit): SnapshotStore {
   const columns = 'order_id, user_id, status, state, snapshot, created_at, updated_at';
   const upsert = db.prepare(
     `INSERT INTO order_snapshots (order_id, user_id, status, state, snapshot, version, created_at, updated_at)
@@ -166,8 +171,10 @@ function createSnapshotStore(db: Db): SnapshotStore {
   const unfinished = db.prepare<[], SnapshotRecord>(`SELECT ${columns} FROM order_snapshots WHERE status = 'processing' ORDER BY order_id`);
 
   return {
-    async saveMany(records) {
-      if (records.length > 0) saveMany.immediate(records);
+    // Not `async`: called inside the group commit, a failure must throw there and then.
+    saveMany(records) {
+      if (records.length > 0) commits.write(() => saveMany(records));
+      return commits.flush();
     },
     async get(orderId) {
       return get.get(orderId) ?? null;
@@ -197,7 +204,7 @@ interface ChargeRow {
   decline_code: string | null;
 }
 
-function createPaymentLedger(db: Db): PaymentLedger {
+function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
   const byOrder = db.prepare<[string], ChargeRow>(
     'SELECT charge_id, order_id, status, amount_cents, refunded_cents, decline_code FROM payment_charges WHERE order_id = ?',
   );
@@ -249,7 +256,7 @@ function createPaymentLedger(db: Db): PaymentLedger {
       return row ? toRecord(row) : null;
     },
     async recordCharge(charge) {
-      insertCharge.run({
+      commits.write(() => insertCharge.run({
         charge_id: charge.payment_id,
         order_id: charge.order_id,
         idempotency_key: charge.idempotency_key,
@@ -258,16 +265,16 @@ function createPaymentLedger(db: Db): PaymentLedger {
         refunded_cents: charge.refunded_cents,
         decline_code: charge.decline_code,
         now: new Date().toISOString(),
-      });
+      }));
       return toRecord(byOrder.get(charge.order_id)!);
     },
     async refundOrder(orderId, idempotencyKey) {
-      return refund.immediate(orderId, idempotencyKey);
+      return commits.write(() => refund(orderId, idempotencyKey));
     },
   };
 }
 
-function createShipmentStore(db: Db): ShipmentStore {
+function createShipmentStore(db: Db, commits: GroupCommit): ShipmentStore {
   const find = db.prepare<[string], Shipment>('SELECT shipment_id, order_id, carrier, tracking_number, country FROM shipments WHERE order_id = ?');
   const insert = db.prepare(
     `INSERT INTO shipments (shipment_id, order_id, idempotency_key, carrier, tracking_number, country, created_at)
@@ -278,13 +285,13 @@ function createShipmentStore(db: Db): ShipmentStore {
       return find.get(orderId) ?? null;
     },
     async insert(shipment) {
-      insert.run({ ...shipment, now: new Date().toISOString() });
+      commits.write(() => insert.run({ ...shipment, now: new Date().toISOString() }));
       return find.get(shipment.order_id)!;
     },
   };
 }
 
-function createNotificationStore(db: Db): NotificationStore {
+function createNotificationStore(db: Db, commits: GroupCommit): NotificationStore {
   const insert = db.prepare(
     `INSERT INTO notifications (notification_id, idempotency_key, order_id, kind, recipient, payload, created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING`,
@@ -294,7 +301,7 @@ function createNotificationStore(db: Db): NotificationStore {
   const byOrder = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE order_id = ? ORDER BY created_at, notification_id`);
   return {
     async insert(n) {
-      insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at);
+      commits.write(() => insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at));
       return byKey.get(n.idempotency_key)!;
     },
     async listForOrder(orderId) {
@@ -303,7 +310,7 @@ function createNotificationStore(db: Db): NotificationStore {
   };
 }
 
-function createIdempotencyStore(db: Db): IdempotencyStore {
+function createIdempotencyStore(db: Db, commits: GroupCommit): IdempotencyStore {
   const columns = 'user_id, key, request_hash, order_id, request, response_status, response_body, created_at, expires_at';
   const get = db.prepare<[string, string], IdempotencyEntry>(`SELECT ${columns} FROM idempotency_keys WHERE user_id = ? AND key = ?`);
   const dropExpired = db.prepare('DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND expires_at <= ?');
@@ -321,16 +328,17 @@ function createIdempotencyStore(db: Db): IdempotencyStore {
   });
   return {
     async claim(entry) {
-      return claim.immediate(entry);
+      return commits.write(() => claim(entry));
     },
     async complete(userId, key, status, body) {
-      complete.run(status, body, userId, key);
+      commits.write(() => complete.run(status, body, userId, key));
+      await commits.flush(); // the answer is replayable before it is sent
     },
     async get(userId, key) {
       return get.get(userId, key) ?? null;
     },
     async purgeExpired(now) {
-      return purge.run(now.toISOString()).changes;
+      return commits.write(() => purge.run(now.toISOString()).changes);
     },
   };
 }

@@ -1,8 +1,8 @@
 import { Piscina } from 'piscina';
 import { OrderError } from '../domain/errors.js';
 import type { OrderItemRequest, Reservation } from '../domain/order.js';
-import type { StockResult } from '../store/ports.js';
-import type { InventoryWorkerData, OrderTask, ReserveTask } from './inventory.worker.js';
+import type { StockOp, StockResult } from '../store/ports.js';
+import type { BatchTask, InventoryWorkerData } from './inventory.worker.js';
 
 /** Inventory as the order steps see it; failures arrive as `OrderError` with the worker's code. */
 export interface Inventory {
@@ -20,6 +20,8 @@ export interface InventoryPoolOptions {
   dbPath: string;
   threads: number;
   busyTimeoutMs?: number;
+  /** Awaited before each batch is sent: lets pending main-thread writes commit first. */
+  beforeDispatch?: () => Promise<void>;
   /** Another worker module with the same exports (tests use one that crashes on cue). */
   workerFile?: string;
 }
@@ -43,14 +45,36 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
     maxThreads: options.threads,
   });
 
-  async function call(name: 'reserve' | 'release' | 'commit', task: ReserveTask | OrderTask): Promise<Reservation | null> {
+  // Operations asked for during one event-loop turn travel as one task and run in one
+  // transaction: one worker round trip and one write-lock acquisition for many orders.
+  let queued: Array<{ op: StockOp; resolve: (r: StockResult) => void; reject: (e: unknown) => void }> = [];
+  const MAX_BATCH = 256;
+
+  async function dispatch(): Promise<void> {
+    const items = queued;
+    queued = [];
+    await options.beforeDispatch?.().catch(() => undefined);
+    for (let i = 0; i < items.length; i += MAX_BATCH) {
+      const chunk = items.slice(i, i + MAX_BATCH);
+      const task: BatchTask = { ops: chunk.map((it) => it.op) };
+      pool.run(task, { name: 'batch' }).then(
+        (results: StockResult[]) => chunk.forEach((it, j) => it.resolve(results[j]!)),
+        (err: unknown) => chunk.forEach((it) => it.reject(err)),
+      );
+    }
+  }
+
+  async function call(op: StockOp): Promise<Reservation | null> {
     let result: StockResult;
     try {
-      result = (await pool.run(task, { name })) as StockResult;
+      result = await new Promise<StockResult>((resolve, reject) => {
+        if (queued.length === 0) setImmediate(() => void dispatch());
+        queued.push({ op, resolve, reject });
+      });
     } catch (err) {
       // The worker thread died (or the pool is closing): the task may or may not have
       // committed, and it is idempotent, so the step is retried.
-      throw new OrderError('worker_crashed', `inventory worker failed during ${name}: ${(err as Error).message}`, { cause: err });
+      throw new OrderError('worker_crashed', `inventory worker failed during ${op.op}: ${(err as Error).message}`, { cause: err });
     }
     if (result.ok) return result.reservation;
     const { ok: _ok, code, message, ...details } = result;
@@ -59,9 +83,9 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
 
   return {
     threads: options.threads,
-    reserve: async (orderId, items) => (await call('reserve', { order_id: orderId, items: [...items] }))!,
-    release: (orderId) => call('release', { order_id: orderId }),
-    commit: async (orderId) => (await call('commit', { order_id: orderId }))!,
+    reserve: async (orderId, items) => (await call({ op: 'reserve', order_id: orderId, items: [...items] }))!,
+    release: (orderId) => call({ op: 'release', order_id: orderId }),
+    commit: async (orderId) => (await call({ op: 'commit', order_id: orderId }))!,
     close: () => pool.destroy(),
   };
 }

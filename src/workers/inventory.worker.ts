@@ -1,8 +1,8 @@
 import { workerData } from 'node:worker_threads';
 import type { OrderItemRequest } from '../domain/order.js';
-import { openDatabase } from '../store/database.js';
+import { openDatabase, retryWhileBusy } from '../store/database.js';
 import { createSqliteInventory } from '../store/inventory.sqlite.js';
-import type { InventoryStore, StockResult } from '../store/ports.js';
+import type { InventoryStore, StockOp, StockResult } from '../store/ports.js';
 
 /*
  * Runs on Piscina worker threads. Each thread opens its own connection to the same
@@ -25,18 +25,21 @@ export interface OrderTask {
 }
 
 let store: InventoryStore | undefined;
+let busyTimeoutMs = 5000;
 
 function inventory(): InventoryStore {
   if (!store) {
     const data = workerData as InventoryWorkerData;
-    store = createSqliteInventory(openDatabase(data.dbPath, { busyTimeoutMs: data.busyTimeoutMs }));
+    // Lock waits are retried in short pauses (retryWhileBusy), not by SQLite's busy handler.
+    store = createSqliteInventory(openDatabase(data.dbPath, { busyTimeoutMs: 0 }));
+    busyTimeoutMs = data.busyTimeoutMs;
   }
   return store;
 }
 
 function run(op: () => StockResult): StockResult {
   try {
-    return op();
+    return retryWhileBusy(op, busyTimeoutMs);
   } catch (err) {
     const code = (err as { code?: string }).code ?? '';
     if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
@@ -56,4 +59,21 @@ export function release(task: OrderTask): StockResult {
 
 export function commit(task: OrderTask): StockResult {
   return run(() => inventory().commit(task.order_id));
+}
+
+export interface BatchTask {
+  ops: StockOp[];
+}
+
+/** Many orders' operations in one transaction: what the pool sends under load. */
+export function batch(task: BatchTask): StockResult[] {
+  try {
+    const inv = inventory();
+    return retryWhileBusy(() => inv.batch(task.ops), busyTimeoutMs);
+  } catch (err) {
+    const failed = run(() => {
+      throw err;
+    });
+    return task.ops.map(() => failed);
+  }
 }

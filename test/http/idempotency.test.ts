@@ -85,6 +85,9 @@ describe('Idempotency-Key', () => {
 
   it('keeps keys across a restart on the same database file', async () => {
     const first = await (await post('', alice, 'key-restart')).json();
+    // A restart: the first service has committed everything (a second connection in the same
+    // process must not wait on the first one's pending group commit).
+    await svc.runtime.flush();
     const config = loadConfig({ DB_PATH: svc.config.dbPath, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', SEED_DEMO: 'false' });
     const second = await createService(config, createLogger('silent'));
     try {

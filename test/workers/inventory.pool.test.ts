@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OrderError } from '../../src/domain/errors.js';
 import { migrate, openDatabase, type Db } from '../../src/store/database.js';
+import { createLogger } from '../../src/logger.js';
+import { GroupCommit } from '../../src/store/group-commit.js';
+import { createSqliteInventory } from '../../src/store/inventory.sqlite.js';
 import { createSqliteStores } from '../../src/store/sqlite-store.js';
 import { createInventoryPool, type InventoryPool } from '../../src/workers/inventory.pool.js';
 
@@ -18,7 +21,7 @@ beforeAll(async () => {
   const path = join(dir, 'inv.db');
   db = openDatabase(path);
   migrate(db);
-  const { catalog } = createSqliteStores(db);
+  const { catalog } = createSqliteStores(db, new GroupCommit(db, createLogger('silent')));
   for (const sku of ['P-A', 'P-B', 'P-C', 'P-HOT']) await catalog.upsertProduct({ sku, name: sku, price_cents: 100, available: 10 });
   await catalog.upsertProduct({ sku: 'P-HOT', name: 'hot', price_cents: 100, available: 50 });
   pool = createInventoryPool({ dbPath: path, threads: 2 });
@@ -85,5 +88,20 @@ describe('inventory on the worker pool', () => {
     const lost = results.filter((r) => r.status === 'rejected' && (r.reason as OrderError).code === 'insufficient_stock').length;
     expect({ won, lost }).toEqual({ won: 50, lost: 70 });
     expect(stock('P-HOT')).toEqual({ available: 0, reserved: 50, sold: 0, added: 50 });
+  });
+
+  it('runs a batch of many orders in one transaction, each order all-or-nothing on its own', () => {
+    const inventory = createSqliteInventory(db);
+    const before = ['P-A', 'P-B'].map(stock);
+    const results = inventory.batch([
+      { op: 'reserve', order_id: 'b-1', items: [{ sku: 'P-A', quantity: 1 }] },
+      { op: 'reserve', order_id: 'b-2', items: [{ sku: 'P-A', quantity: 1 }, { sku: 'P-B', quantity: 10_000 }] },
+      { op: 'reserve', order_id: 'b-3', items: [{ sku: 'P-B', quantity: 1 }] },
+      { op: 'commit', order_id: 'b-1' },
+      { op: 'release', order_id: 'b-3' },
+    ]);
+    expect(results.map((r) => (r.ok ? r.reservation?.status : r.code))).toEqual(['reserved', 'insufficient_stock', 'reserved', 'committed', 'released']);
+    expect(stock('P-A')).toEqual({ ...before[0], available: before[0].available - 1, sold: before[0].sold + 1 });
+    expect(stock('P-B')).toEqual(before[1]);
   });
 });

@@ -1,0 +1,77 @@
+import type { Logger } from '../logger.js';
+import { retryWhileBusy, type Db } from './database.js';
+
+/**
+ * Group commit for the main thread's connection. Every write made during one event-loop
+ * turn — step effects (order rows, charges, shipments, notifications) and the actors'
+ * snapshots — goes into one transaction, committed at the end of the turn. One lock
+ * acquisition and one WAL commit per turn instead of one per statement.
+ *
+ * Durability: a write is durable once `flush()` resolves. The HTTP layer answers only
+ * after it. A step's effect and the snapshot that records it commit together or are lost
+ * together; lost ones are redone on restart, since every step is idempotent.
+ *
+ * If a commit fails the process state has run ahead of the database: we exit, and crash
+ * recovery resumes every order from its last committed snapshot.
+ */
+export class GroupCommit {
+  private inTransaction = false;
+  private scheduled: Promise<void> | null = null;
+  private readonly beforeCommit: Array<() => void> = [];
+
+  constructor(
+    private readonly db: Db,
+    private readonly logger: Logger,
+    private readonly onFatal: (err: unknown) => void = () => process.exit(1),
+  ) {}
+
+  /** Runs `write` inside this turn's transaction (opening it if needed). */
+  write<T>(write: () => T): T {
+    this.schedule();
+    if (!this.inTransaction) {
+      // Wait for the write lock in short pauses, not in SQLite's 1, 2, 5, 10… ms sleeps;
+      // the connection's busy timeout stays the backstop for everything else.
+      const backstop = this.db.pragma('busy_timeout', { simple: true }) as number;
+      this.db.pragma('busy_timeout = 0');
+      try {
+        retryWhileBusy(() => this.db.exec('BEGIN IMMEDIATE'), backstop);
+      } finally {
+        this.db.pragma(`busy_timeout = ${backstop}`);
+      }
+      this.inTransaction = true;
+    }
+    return write();
+  }
+
+  /** Work to do inside the transaction just before each commit (the snapshot writer's). */
+  addBeforeCommit(hook: () => void): void {
+    this.beforeCommit.push(hook);
+  }
+
+  /** Makes sure a commit happens at the end of this turn; resolves once it has. */
+  schedule(): Promise<void> {
+    this.scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.commit());
+    return this.scheduled;
+  }
+
+  /** Resolves when everything written so far is committed. */
+  flush(): Promise<void> {
+    return this.scheduled ?? Promise.resolve();
+  }
+
+  private commit(): void {
+    try {
+      // Hooks write through write(): `scheduled` is still set, so they join this commit.
+      for (const hook of this.beforeCommit) hook();
+      if (this.inTransaction) this.db.exec('COMMIT');
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      this.logger.fatal({ err }, 'committing to SQLite failed; exiting so that recovery resumes from the last commit');
+      this.onFatal(err);
+      throw err;
+    } finally {
+      this.inTransaction = false;
+      this.scheduled = null;
+    }
+  }
+}
