@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
+import { ledger, orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
 
 let svc: TestService;
 let admin: string;
@@ -45,11 +45,7 @@ describe('inventory API', () => {
     const { order_id } = await (
       await svc.call('POST', '/api/v1/pipeline/orders/async', { token: user, body: orderBody({ token: 'tok_slow', items: [{ sku: 'SKU-R', quantity: 2 }] }) })
     ).json();
-    for (let i = 0; i < 200; i++) {
-      const s = await (await svc.call('GET', `/api/v1/pipeline/orders/${order_id}/status`, { token: user })).json();
-      if (s.state === 'paying') break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitForState(svc, order_id, user, 'paying'); // the slow capture is in flight
     const mid = await (await svc.call('GET', '/api/v1/inventory/SKU-R', { token: user })).json();
     expect(mid).toMatchObject({ available: 3, reserved: 2, sold: 0 });
     await svc.call('PUT', '/api/v1/inventory/SKU-R', { token: admin, body: { name: 'R', price_cents: 100, available: 10 } });

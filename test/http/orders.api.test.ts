@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
+import { ledger, orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
 
 let svc: TestService;
 let alice: string;
@@ -203,12 +203,7 @@ describe('POST /api/v1/pipeline/orders/{id}/cancel', () => {
     const { order_id } = await (
       await svc.call('POST', '/api/v1/pipeline/orders/async', { token: alice, body: orderBody({ token: 'tok_slow', items: [{ sku: 'SKU-B', quantity: 3 }] }) })
     ).json();
-    // Wait until it is paying: the slow capture is in flight.
-    for (let i = 0; i < 100; i++) {
-      const s = await (await svc.call('GET', `/api/v1/pipeline/orders/${order_id}/status`, { token: alice })).json();
-      if (s.state === 'paying') break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await waitForState(svc, order_id, alice, 'paying'); // the slow capture is in flight
     const res = await svc.call('POST', `/api/v1/pipeline/orders/${order_id}/cancel`, { token: alice });
     expect(res.status).toBe(202);
     const final = await waitForFinal(svc, order_id, alice);

@@ -73,6 +73,17 @@ export function orderBody(overrides: { items?: Array<{ sku: string; quantity: nu
   };
 }
 
+/** Polls the status endpoint until the order is at `state` (e.g. `paying`); fails if it never gets there. */
+export async function waitForState(svc: TestService, orderId: string, token: string, state: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const body = await (await svc.call('GET', `/api/v1/pipeline/orders/${orderId}/status`, { token })).json();
+    if (body.state === state) return;
+    if (body.status !== 'processing' || Date.now() > deadline) throw new Error(`order ${orderId} never reached ${state} (at ${body.state})`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** Polls the status endpoint until the order is no longer processing. */
 export async function waitForFinal(svc: TestService, orderId: string, token: string, timeoutMs = 20_000): Promise<any> {
   const deadline = Date.now() + timeoutMs;
