@@ -5,4 +5,4 @@ import { register } from 'tsx/esm/api';
 
 register();
 
-export const { reserve, release, commit, batch } = await import('./inventory.worker.ts');
+export const { batch } = await import('./inventory.worker.ts');

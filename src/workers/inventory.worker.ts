@@ -1,5 +1,4 @@
 import { workerData } from 'node:worker_threads';
-import type { OrderItemRequest } from '../domain/order.js';
 import { openDatabase, retryWhileBusy } from '../store/database.js';
 import { createSqliteInventory } from '../store/inventory.sqlite.js';
 import type { InventoryStore, StockOp, StockResult } from '../store/ports.js';
@@ -15,15 +14,6 @@ export interface InventoryWorkerData {
   busyTimeoutMs: number;
 }
 
-export interface ReserveTask {
-  order_id: string;
-  items: OrderItemRequest[];
-}
-
-export interface OrderTask {
-  order_id: string;
-}
-
 let store: InventoryStore | undefined;
 let busyTimeoutMs = 5000;
 
@@ -37,43 +27,26 @@ function inventory(): InventoryStore {
   return store;
 }
 
-function run(op: () => StockResult): StockResult {
-  try {
-    return retryWhileBusy(op, busyTimeoutMs);
-  } catch (err) {
-    const code = (err as { code?: string }).code ?? '';
-    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-      return { ok: false, code: 'storage_busy', message: 'the database was busy; try again' };
-    }
-    return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
+/** A whole-batch failure as plain data (lock timeout or an unexpected error). */
+function failure(err: unknown): StockResult {
+  const code = (err as { code?: string }).code ?? '';
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return { ok: false, code: 'storage_busy', message: 'the database was busy; try again' };
   }
-}
-
-export function reserve(task: ReserveTask): StockResult {
-  return run(() => inventory().reserve(task.order_id, task.items));
-}
-
-export function release(task: OrderTask): StockResult {
-  return run(() => inventory().release(task.order_id));
-}
-
-export function commit(task: OrderTask): StockResult {
-  return run(() => inventory().commit(task.order_id));
+  return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
 }
 
 export interface BatchTask {
   ops: StockOp[];
 }
 
-/** Many orders' operations in one transaction: what the pool sends under load. */
+/** The pool's one task: the inventory operations of one event-loop turn, in one transaction. */
 export function batch(task: BatchTask): StockResult[] {
   try {
     const inv = inventory();
     return retryWhileBusy(() => inv.batch(task.ops), busyTimeoutMs);
   } catch (err) {
-    const failed = run(() => {
-      throw err;
-    });
-    return task.ops.map(() => failed);
+    const result = failure(err);
+    return task.ops.map(() => result);
   }
 }
