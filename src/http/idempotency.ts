@@ -10,8 +10,11 @@ export interface IdempotencyOptions {
   ttlHours: number;
 }
 
-/** Starts (or finds) the order with this id and answers for it. */
-export type OrderHandler = (orderId: string) => Promise<Response>;
+/**
+ * Starts the order with this id and answers for it. `resume`: the id was claimed before a
+ * crash, so the order may already exist and must not be started twice.
+ */
+export type OrderHandler = (orderId: string, resume: boolean) => Promise<Response>;
 
 const KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
 
@@ -28,7 +31,7 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
 
   return async function idempotent(c: Context, endpoint: string, request: unknown, handle: OrderHandler): Promise<Response> {
     const key = c.req.header('Idempotency-Key');
-    if (key === undefined) return handle(newId('ord'));
+    if (key === undefined) return handle(newId('ord'), false);
     if (!KEY_PATTERN.test(key)) {
       throw new OrderError('validation_failed', 'Idempotency-Key must be 1 to 255 printable ASCII characters.', {
         details: { errors: [{ path: 'header/Idempotency-Key', message: 'must be 1 to 255 printable ASCII characters' }] },
@@ -36,11 +39,12 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
     }
     const userId = c.var.user.id;
     const requestJson = JSON.stringify(request);
+    const requestHash = createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex');
     const now = new Date();
     const { claimed, entry } = await store.claim({
       user_id: userId,
       key,
-      request_hash: createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex'),
+      request_hash: requestHash,
       order_id: newId('ord'),
       request: requestJson,
       response_status: null,
@@ -52,7 +56,7 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
 
     if (claimed) {
       const answer = (async () => {
-        const res = await handle(entry.order_id);
+        const res = await handle(entry.order_id, false);
         await store.complete(userId, key, res.status, await res.clone().text());
         return res;
       })();
@@ -64,7 +68,7 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
       }
     }
 
-    if (entry.request_hash !== createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex')) {
+    if (entry.request_hash !== requestHash) {
       throw new OrderError('idempotency_key_reused', 'This Idempotency-Key was used with a different request; use a new key for a new order.');
     }
     // The first request may still be running here; wait for its answer (failure included).
@@ -72,7 +76,7 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
     const stored = await store.get(userId, key);
     if (stored?.response_status != null && stored.response_body != null) return replay(stored.response_status, stored.response_body, stored.order_id);
     // Claimed but never answered (the process died in between): answer for the same order now.
-    const res = await handle(entry.order_id);
+    const res = await handle(entry.order_id, true);
     await store.complete(userId, key, res.status, await res.clone().text());
     const again = await store.get(userId, key);
     return replay(again!.response_status!, again!.response_body!, entry.order_id);

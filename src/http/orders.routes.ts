@@ -35,9 +35,10 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs, idempotent }: Ord
     return { user_id: userId, request };
   }
 
-  /** Starts the order under this id, or finds it if it was started already (an idempotent retry). */
-  async function startOrder(orderId: string, order: { user_id: string; request: OrderRequest }): Promise<SnapshotRecord> {
-    return (await runtime.get(orderId)) ?? (await runtime.submit({ order_id: orderId, ...order }));
+  /** Starts the order under this id; when resuming a claimed key, first looks for the order it may have started. */
+  async function startOrder(orderId: string, resume: boolean, order: { user_id: string; request: OrderRequest }): Promise<SnapshotRecord> {
+    const existing = resume ? await runtime.get(orderId) : null;
+    return existing ?? (await runtime.submit({ order_id: orderId, ...order }));
   }
 
   /** The order if it exists and the caller may see it; otherwise 404, never revealing that it exists. */
@@ -51,8 +52,8 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs, idempotent }: Ord
 
   routes.post('/orders', async (c) => {
     const order = await readOrder(c);
-    return idempotent(c, 'POST /orders', order, async (orderId) => {
-      await startOrder(orderId, order);
+    return idempotent(c, 'POST /orders', order, async (orderId, resume) => {
+      await startOrder(orderId, resume, order);
       const { settled, record } = await runtime.waitForSettled(orderId, syncWaitMs);
       return syncAnswer(c, settled, record);
     });
@@ -71,8 +72,8 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs, idempotent }: Ord
 
   routes.post('/orders/async', async (c) => {
     const order = await readOrder(c);
-    return idempotent(c, 'POST /orders/async', order, async (orderId) => {
-      const record = await startOrder(orderId, order);
+    return idempotent(c, 'POST /orders/async', order, async (orderId, resume) => {
+      const record = await startOrder(orderId, resume, order);
       const url = statusUrl(record.order_id);
       return c.json({ order_id: record.order_id, status: record.status, status_url: url }, 202, { Location: url });
     });

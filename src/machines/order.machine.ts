@@ -257,7 +257,7 @@ export const orderMachine = setup({
       for (const name of ['refund', 'release', 'cancellation'] as const) {
         if (stages[name].status === 'failed') stages[name] = { ...stages[name], status: 'pending', attempts: 0 };
       }
-      return { stages, finished_at: null };
+      return { stages };
     }),
     finish: assign(({ context }) => {
       const stages = { ...context.stages };
