@@ -115,15 +115,22 @@ describe('crash recovery with a real server process', () => {
   }, 120_000);
 
   it('fails an order with pipeline_timeout at start when its deadline passed while the process was down', async () => {
-    const env = { DB_PATH: join(dir, 'deadline.db'), PAYMENT_SLOW_MS: '60000', ORDER_TIMEOUT_MS: '1500' };
+    // The deadline leaves time for a cold worker pool to reach `paying` even under load.
+    const env = { DB_PATH: join(dir, 'deadline.db'), PAYMENT_SLOW_MS: '60000', ORDER_TIMEOUT_MS: '4000' };
     const admin = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
     const first = await start(env);
     const api = client(first.url, admin);
     await api('PUT', '/api/v1/inventory/SKU-D', { name: 'D', price_cents: 100, available: 10 });
     const { body } = await api('POST', '/api/v1/pipeline/orders/async', orderBody({ items: [{ sku: 'SKU-D', quantity: 4 }], token: 'tok_slow' }));
-    for (let i = 0; i < 200 && (await api('GET', `/api/v1/pipeline/orders/${body.order_id}/status`)).body.state !== 'paying'; i++) await new Promise((r) => setTimeout(r, 10));
+    let status = (await api('GET', `/api/v1/pipeline/orders/${body.order_id}/status`)).body;
+    for (let i = 0; i < 300 && status.state !== 'paying'; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      status = (await api('GET', `/api/v1/pipeline/orders/${body.order_id}/status`)).body;
+    }
+    expect(status).toMatchObject({ status: 'processing', state: 'paying' });
     await kill9(first);
-    await new Promise((r) => setTimeout(r, 1600));
+    // Stay down until the order's own deadline has passed.
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(status.deadline_at) - Date.now()) + 200));
 
     const second = await start(env);
     const again = client(second.url, admin);
@@ -142,7 +149,7 @@ describe('crash recovery with a real server process', () => {
     await api('PUT', '/api/v1/inventory/SKU-E', { name: 'E', price_cents: 100, available: 10 });
     const { body } = await api('POST', '/api/v1/pipeline/orders/async', orderBody({ items: [{ sku: 'SKU-E', quantity: 1 }], token: 'tok_gateway_error' }));
     let payment: any;
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 500; i++) {
       const s = (await api('GET', `/api/v1/pipeline/orders/${body.order_id}/status`)).body;
       payment = s.stages.find((x: any) => x.name === 'payment');
       if (payment.attempts === 1 && payment.error) break;
