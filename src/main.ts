@@ -17,14 +17,15 @@ import { migrate, openDatabase, type Db } from './store/database.js';
 import { GroupCommit } from './store/group-commit.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
 import { createSqliteStores, type SqliteStores } from './store/sqlite-store.js';
-import { createInventoryPool, type Inventory, type InventoryPool } from './workers/inventory.pool.js';
+import type { Inventory } from './store/ports.js';
+import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
 
 /** Replaceable parts, for tests that inject faults through the same interfaces. */
 export interface ServiceOverrides {
   payments?: (stores: SqliteStores) => PaymentGateway;
   carrier?: (stores: SqliteStores) => Carrier;
   notifier?: (stores: SqliteStores) => Notifier;
-  /** Wraps the pool-backed inventory (e.g. to inject faults through the same interface). */
+  /** Wraps the inventory (pool and stock ledger), e.g. to inject faults through the same interface. */
   inventory?: (pool: Inventory) => Inventory;
   /** A replacement inventory worker module (URL), e.g. one that crashes on cue. */
   inventoryWorkerFile?: string;
@@ -65,10 +66,12 @@ export async function createService(config: Config, logger: Logger, overrides: S
     beforeDispatch: () => commits.flush(),
     ...(overrides.inventoryWorkerFile ? { workerFile: overrides.inventoryWorkerFile } : {}),
   });
+  // Reserve and release on the pool; selling shipped stock in the main thread's group commit.
+  const inventory: Inventory = { reserve: pool.reserve, release: pool.release, commit: stores.stock.commit };
   const actors = createOrderActors({
     catalog: stores.catalog,
     orders: stores.orders,
-    inventory: overrides.inventory?.(pool) ?? pool,
+    inventory: overrides.inventory?.(inventory) ?? inventory,
     payments: overrides.payments?.(stores) ?? new SimulatedPaymentGateway(stores.payments, { slowMs: config.paymentSlowMs }),
     carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),

@@ -2,7 +2,7 @@ import { createActor, type Actor, type InspectionEvent, type Observer, type Snap
 import { OrderError } from '../domain/errors.js';
 import type { OrderRequest, RetryPolicy } from '../domain/order.js';
 import type { Logger } from '../logger.js';
-import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
+import type { OrderContext, OrderInput, OrderMachine } from '../machines/order.machine.js';
 import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
 import type { SnapshotRecord, SnapshotStore } from '../store/ports.js';
 import type { GroupCommit } from '../store/group-commit.js';
@@ -29,6 +29,12 @@ export interface NewOrder {
 
 type OrderActor = Actor<OrderMachine>;
 
+/** A settled order as its waiters get it: the durable record and the live context it was built from. */
+interface SettledOrder {
+  record: SnapshotRecord;
+  context: OrderContext;
+}
+
 /**
  * Owns the live order actors: starts them, persists every state change (through the
  * group-committing SnapshotWriter), answers whoever waits for an order to settle, and
@@ -38,7 +44,7 @@ type OrderActor = Actor<OrderMachine>;
 export class OrderRuntime {
   private readonly live = new Map<string, OrderActor>();
   private draining = false;
-  private readonly waiters = new Map<string, Set<(record: SnapshotRecord) => void>>();
+  private readonly waiters = new Map<string, Set<(settled: SettledOrder) => void>>();
   private readonly writer: SnapshotWriter;
 
   constructor(private readonly options: OrderRuntimeOptions) {
@@ -76,8 +82,11 @@ export class OrderRuntime {
     return this.writer.peek(orderId) ?? (await this.options.snapshots.get(orderId));
   }
 
-  /** Resolves with the settled record, or with the current one when `timeoutMs` passes first. */
-  async waitForSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; record: SnapshotRecord }> {
+  /**
+   * Resolves with the settled record, or with the current one when `timeoutMs` passes first.
+   * `context` is the settled order's context when it was live, sparing a parse of the record.
+   */
+  async waitForSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; record: SnapshotRecord; context?: OrderContext }> {
     if (!this.live.has(orderId)) {
       const record = await this.get(orderId);
       if (!record) throw new OrderError('not_found', `order ${orderId} not found`);
@@ -86,9 +95,9 @@ export class OrderRuntime {
     return new Promise((resolve) => {
       const waiters = this.waiters.get(orderId) ?? new Set();
       this.waiters.set(orderId, waiters);
-      const onSettled = (record: SnapshotRecord) => {
+      const onSettled = ({ record, context }: SettledOrder) => {
         clearTimeout(timer);
-        resolve({ settled: true, record });
+        resolve({ settled: true, record, context });
       };
       const timer = setTimeout(() => {
         waiters.delete(onSettled);
@@ -162,6 +171,8 @@ export class OrderRuntime {
   /** Stops every live actor (their state is already persisted) and writes what is pending. */
   async stopAll(): Promise<void> {
     await this.writer.flush();
+    // Snapshots queued since are built now: a stopped actor's children would persist as stopped.
+    this.writer.capture();
     for (const actor of this.live.values()) actor.stop();
     this.live.clear();
     await this.writer.flush();
@@ -177,23 +188,24 @@ export class OrderRuntime {
 
   private track(orderId: string, actor: OrderActor): void {
     this.live.set(orderId, actor);
-    const log = this.options.logger.child({ order_id: orderId });
+    const { machine, logger } = this.options;
     actor.subscribe({
       next: (snapshot) => {
         const status = pipelineStatus(snapshot as { status: string; value: string });
-        const updatedAt = new Date().toISOString();
-        // Taken now (a stopped actor's snapshot would read "stopped"), serialised only when
-        // written: several transitions in one turn cost one JSON.stringify.
-        const persisted = actor.getPersistedSnapshot();
-        const build = (): SnapshotRecord => ({
-          order_id: orderId,
-          user_id: snapshot.context.user_id,
-          status,
-          state: stateName(snapshot.value as string),
-          snapshot: JSON.stringify(persisted),
-          created_at: snapshot.context.created_at,
-          updated_at: updatedAt,
-        });
+        // Built once, when written (or when a waiter needs it): several transitions in one
+        // turn cost one persisted snapshot and one JSON.stringify. The machine persists this
+        // immutable snapshot (not the actor's current one), so it never reads "stopped".
+        let record: SnapshotRecord | undefined;
+        const build = (): SnapshotRecord =>
+          (record ??= {
+            order_id: orderId,
+            user_id: snapshot.context.user_id,
+            status,
+            state: stateName(snapshot.value as string),
+            snapshot: JSON.stringify(machine.getPersistedSnapshot(snapshot)),
+            created_at: snapshot.context.created_at,
+            updated_at: new Date().toISOString(),
+          });
         const written = this.writer.queue(orderId, build);
         if (!isSettled(status)) return;
         // Settle once the settled state is durable, unless the order moved on meanwhile
@@ -202,26 +214,27 @@ export class OrderRuntime {
           if (pipelineStatus(actor.getSnapshot() as { status: string; value: string }) !== status) return;
           if (this.live.get(orderId) !== actor) return;
           this.live.delete(orderId);
-          const record = build();
+          const settled = build();
           if (actor.getSnapshot().status === 'active') actor.stop();
           const failure = snapshot.context.failure;
-          log.info({ stage: failure?.stage ?? record.state, status, code: failure?.code }, `order ${status}`);
-          this.settle(orderId, record);
+          logger.info({ order_id: orderId, stage: failure?.stage ?? settled.state, status, code: failure?.code }, `order ${status}`);
+          this.settle(orderId, { record: settled, context: snapshot.context });
         };
         written.then(settle, settle);
       },
       error: (err) => {
         // A bug in the machine, not a step failure: keep the last durable snapshot so a restart resumes it.
         this.live.delete(orderId);
-        log.error({ err, stage: 'runtime' }, 'order actor crashed');
+        this.writer.discard(orderId);
+        logger.error({ err, order_id: orderId, stage: 'runtime' }, 'order actor crashed');
       },
     });
   }
 
-  private settle(orderId: string, record: SnapshotRecord): void {
+  private settle(orderId: string, settled: SettledOrder): void {
     const waiters = this.waiters.get(orderId);
     this.waiters.delete(orderId);
-    for (const resolve of waiters ?? []) resolve(record);
+    for (const resolve of waiters ?? []) resolve(settled);
   }
 
   private async latest(orderId: string): Promise<SnapshotRecord> {

@@ -14,8 +14,7 @@ import type {
   ShipOrderInput,
   StockInput,
 } from '../machines/order.machine.js';
-import type { CatalogStore, OrderRecordStore } from '../store/ports.js';
-import type { Inventory } from '../workers/inventory.pool.js';
+import type { CatalogStore, Inventory, OrderRecordStore } from '../store/ports.js';
 
 export interface OrderActorDeps {
   catalog: CatalogStore;
@@ -113,7 +112,7 @@ export function createOrderActors(deps: OrderActorDeps) {
         shipping: input.shipping,
         idempotency_key: `${input.order_id}:ship`,
       });
-      await deps.inventory.commit(input.order_id); // also marks the order shipped, in the same transaction
+      await deps.inventory.commit(input.order_id); // sold stock and `shipped` commit with the shipment
       return shipment;
     }),
 

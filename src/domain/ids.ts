@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'; // Crockford base32
 
@@ -16,11 +16,27 @@ export function newId(prefix: string): string {
     increment(lastRandom);
   } else {
     lastTime = time;
-    lastRandom = Array.from(randomBytes(16)).slice(0, 16).map((b) => b % 32);
+    lastRandom = randomDigits();
   }
   let timePart = '';
   for (let i = 0, t = time; i < 10; i++, t = Math.floor(t / 32)) timePart = ALPHABET[t % 32] + timePart;
   return `${prefix}_${timePart}${lastRandom.map((d) => ALPHABET[d]).join('')}`;
+}
+
+// Random bytes are drawn 4 KiB at a time: one system call per 256 ids, not one per id.
+const entropy = new Uint8Array(4096);
+let used = entropy.length;
+
+/** 16 base-32 digits (80 bits) of fresh randomness. */
+function randomDigits(): number[] {
+  if (used + 16 > entropy.length) {
+    randomFillSync(entropy);
+    used = 0;
+  }
+  const digits = new Array<number>(16);
+  for (let i = 0; i < 16; i++) digits[i] = entropy[used + i]! & 31;
+  used += 16;
+  return digits;
 }
 
 function increment(digits: number[]): void {

@@ -3,9 +3,12 @@ import { STAGE_NAMES } from '../domain/order.js';
 import type { OrderContext } from '../machines/order.machine.js';
 import type { SnapshotRecord } from '../store/ports.js';
 
-/** The pipeline result the API returns for an order (status, sync answer and list items). */
-export function toPipelineResult(record: SnapshotRecord, now: number = Date.now()) {
-  const ctx = (JSON.parse(record.snapshot) as Snapshot<unknown> & { context: OrderContext }).context;
+/**
+ * The pipeline result the API returns for an order (status, sync answer and list items).
+ * `context` is the order's live context when the caller has it; otherwise the record's is parsed.
+ */
+export function toPipelineResult(record: SnapshotRecord, context?: OrderContext, now: number = Date.now()) {
+  const ctx = context ?? (JSON.parse(record.snapshot) as Snapshot<unknown> & { context: OrderContext }).context;
   const created = Date.parse(ctx.created_at);
   const ended = ctx.finished_at ? Date.parse(ctx.finished_at) : now;
   const ms = Math.max(0, ended - created);

@@ -3,6 +3,7 @@ import { OrderError, type ErrorCode } from '../domain/errors.js';
 import { ORDER_ID_PATTERN } from '../domain/ids.js';
 import type { OrderRequest } from '../domain/order.js';
 import type { OrderRuntime } from '../actors/order-runtime.js';
+import type { OrderContext } from '../machines/order.machine.js';
 import type { SnapshotRecord, SnapshotStore } from '../store/ports.js';
 import { requireRole, type AuthUser } from './auth.middleware.js';
 import type { Idempotent } from './idempotency.js';
@@ -54,13 +55,13 @@ export function ordersRoutes({ runtime, snapshots, syncWaitMs, idempotent }: Ord
     const order = await readOrder(c);
     return idempotent(c, 'POST /orders', order, async (orderId, resume) => {
       await startOrder(orderId, resume, order);
-      const { settled, record } = await runtime.waitForSettled(orderId, syncWaitMs);
-      return syncAnswer(c, settled, record);
+      const { settled, record, context } = await runtime.waitForSettled(orderId, syncWaitMs);
+      return syncAnswer(c, settled, record, context);
     });
   });
 
-  function syncAnswer(c: Context, settled: boolean, record: SnapshotRecord): Response {
-    const result = toPipelineResult(record);
+  function syncAnswer(c: Context, settled: boolean, record: SnapshotRecord, context?: OrderContext): Response {
+    const result = toPipelineResult(record, context);
     const location = { Location: statusUrl(record.order_id) };
     if (!settled) return c.json(result, 202, location);
     if (record.status === 'completed') return c.json(result, 201, location);

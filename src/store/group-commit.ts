@@ -18,26 +18,34 @@ export class GroupCommit {
   private inTransaction = false;
   private scheduled: Promise<void> | null = null;
   private readonly beforeCommit: Array<() => void> = [];
+  private readonly begin: () => void;
 
   constructor(
     private readonly db: Db,
     private readonly logger: Logger,
     private readonly onFatal: (err: unknown) => void = () => process.exit(1),
-  ) {}
+  ) {
+    // Wait for the write lock in short pauses, not in SQLite's 1, 2, 5, 10… ms sleeps; the
+    // connection's busy timeout stays the budget, and the backstop for everything else.
+    const backstop = db.pragma('busy_timeout', { simple: true }) as number;
+    const noWait = db.prepare('PRAGMA busy_timeout = 0');
+    const restore = db.prepare(`PRAGMA busy_timeout = ${backstop}`);
+    const beginImmediate = db.prepare('BEGIN IMMEDIATE');
+    this.begin = () => {
+      noWait.get();
+      try {
+        retryWhileBusy(() => beginImmediate.run(), backstop);
+      } finally {
+        restore.get();
+      }
+    };
+  }
 
   /** Runs `write` inside this turn's transaction (opening it if needed). */
   write<T>(write: () => T): T {
     this.schedule();
     if (!this.inTransaction) {
-      // Wait for the write lock in short pauses, not in SQLite's 1, 2, 5, 10… ms sleeps;
-      // the connection's busy timeout stays the backstop for everything else.
-      const backstop = this.db.pragma('busy_timeout', { simple: true }) as number;
-      this.db.pragma('busy_timeout = 0');
-      try {
-        retryWhileBusy(() => this.db.exec('BEGIN IMMEDIATE'), backstop);
-      } finally {
-        this.db.pragma(`busy_timeout = ${backstop}`);
-      }
+      this.begin();
       this.inTransaction = true;
     }
     return write();

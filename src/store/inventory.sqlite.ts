@@ -1,5 +1,6 @@
 import type { OrderItemRequest, Reservation, ReservationStatus } from '../domain/order.js';
 import type { Db } from './database.js';
+import { OrderError } from '../domain/errors.js';
 import type { InventoryStore, StockOp, StockResult } from './ports.js';
 
 interface ReservationRow {
@@ -99,8 +100,7 @@ export function createSqliteInventory(db: Db): InventoryStore {
   const batch = db.transaction((ops: readonly StockOp[]): StockResult[] =>
     ops.map((op) => {
       try {
-        if (op.op === 'reserve') return reserve(op.order_id, op.items);
-        return op.op === 'release' ? release(op.order_id) : commit(op.order_id);
+        return op.op === 'reserve' ? reserve(op.order_id, op.items) : release(op.order_id);
       } catch (err) {
         return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
       }
@@ -113,4 +113,11 @@ export function createSqliteInventory(db: Db): InventoryStore {
     commit: (orderId) => commit.immediate(orderId),
     batch: (ops) => batch.immediate(ops),
   };
+}
+
+/** A stock result as the order steps want it: the reservation, or an `OrderError` with its code. */
+export function unwrapStockResult(result: StockResult): Reservation | null {
+  if (result.ok) return result.reservation;
+  const { ok: _ok, code, message, ...details } = result;
+  throw new OrderError(code, message, { details });
 }

@@ -85,10 +85,20 @@ export type StockResult =
   | { ok: true; reservation: Reservation | null }
   | { ok: false; code: StepErrorCode; message: string; sku?: string; requested?: number; available?: number };
 
-export type StockOp =
-  | { op: 'reserve'; order_id: string; items: OrderItemRequest[] }
-  | { op: 'release'; order_id: string }
-  | { op: 'commit'; order_id: string };
+/** What the worker pool does: the stock checks and reservations, contended between orders. */
+export type StockOp = { op: 'reserve'; order_id: string; items: OrderItemRequest[] } | { op: 'release'; order_id: string };
+
+/**
+ * Inventory as the order steps see it; failures are `OrderError`s with the store's code.
+ * Reserve and release run on the worker pool. Commit, which turns a shipped order's
+ * reservation into sold stock, runs in the main thread's group commit: shipment, sold
+ * stock, the order's `shipped` status and the snapshot recording them commit together.
+ */
+export interface Inventory {
+  reserve(orderId: string, items: readonly OrderItemRequest[]): Promise<Reservation>;
+  release(orderId: string): Promise<Reservation | null>;
+  commit(orderId: string): Promise<Reservation>;
+}
 
 /** The inventory operations, each one transaction and idempotent per order. */
 export interface InventoryStore {
@@ -97,7 +107,7 @@ export interface InventoryStore {
   release(orderId: string): StockResult;
   /** Turns the reservation into sold stock and marks the order shipped. */
   commit(orderId: string): StockResult;
-  /** Several operations in one transaction, each all-or-nothing on its own; results in order. */
+  /** Several reserves and releases in one transaction, each all-or-nothing on its own; results in order. */
   batch(ops: readonly StockOp[]): StockResult[];
 }
 
@@ -112,6 +122,12 @@ export interface PaymentLedger {
   recordCharge(charge: ChargeRecord & { idempotency_key: string }): Promise<ChargeRecord>;
   /** Refunds the order's charge in full once; voids the order when it has no charge yet. */
   refundOrder(orderId: string, idempotencyKey: string): Promise<ChargeRecord>;
+}
+
+/** The main thread's part of the inventory (see `Inventory`). */
+export interface StockLedger {
+  /** Turns the order's reservation into sold stock and marks the order shipped; idempotent. */
+  commit(orderId: string): Promise<Reservation>;
 }
 
 export interface ShipmentStore {

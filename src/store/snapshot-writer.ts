@@ -28,6 +28,19 @@ export class SnapshotWriter {
     return this.pending.get(orderId)?.();
   }
 
+  /** Builds every queued record now (before its actor is stopped); they are written as usual. */
+  capture(): void {
+    for (const [orderId, build] of this.pending) {
+      const record = build();
+      this.pending.set(orderId, () => record);
+    }
+  }
+
+  /** Forgets the order's queued record: its last written one stays the durable state. */
+  discard(orderId: string): void {
+    this.pending.delete(orderId);
+  }
+
   /** Resolves when everything queued so far is written. */
   flush(): Promise<void> {
     return this.commits.flush();

@@ -17,7 +17,9 @@ import type {
   SnapshotQuery,
   SnapshotRecord,
   SnapshotStore,
+  StockLedger,
 } from './ports.js';
+import { createSqliteInventory, unwrapStockResult } from './inventory.sqlite.js';
 
 export interface SqliteStores {
   catalog: CatalogStore;
@@ -27,6 +29,7 @@ export interface SqliteStores {
   shipments: ShipmentStore;
   notifications: NotificationStore;
   idempotency: IdempotencyStore;
+  stock: StockLedger;
 }
 
 /**
@@ -42,6 +45,7 @@ export function createSqliteStores(db: Db, commits: GroupCommit): SqliteStores {
     shipments: createShipmentStore(db, commits),
     notifications: createNotificationStore(db, commits),
     idempotency: createIdempotencyStore(db, commits),
+    stock: createStockLedger(db, commits),
   };
 }
 
@@ -135,15 +139,17 @@ function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore 
   return {
     async place(order: Order, shipping: ShippingAddress) {
       const now = new Date().toISOString();
-      commits.write(() =>
+      const inserted = commits.write(() =>
         insert.run({
           ...order,
-        status: 'placed',
-        items: JSON.stringify(order.items),
+          status: 'placed',
+          items: JSON.stringify(order.items),
           shipping: JSON.stringify(shipping),
           updated_at: now,
         }),
       );
+      if (inserted.changes === 1) return order;
+      // Placed before (the step ran again after a restart), or closed first by a cancel.
       const stored = get.get(order.id)!;
       if (stored.status === 'cancelled' || stored.status === 'failed') {
         throw new OrderError('order_cancelled', `order ${order.id} was closed before it was placed`);
@@ -256,7 +262,7 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
       return row ? toRecord(row) : null;
     },
     async recordCharge(charge) {
-      commits.write(() => insertCharge.run({
+      const inserted = commits.write(() => insertCharge.run({
         charge_id: charge.payment_id,
         order_id: charge.order_id,
         idempotency_key: charge.idempotency_key,
@@ -266,7 +272,11 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
         decline_code: charge.decline_code,
         now: new Date().toISOString(),
       }));
-      return toRecord(byOrder.get(charge.order_id)!);
+      if (inserted.changes === 1) {
+        const { idempotency_key: _key, ...record } = charge;
+        return record;
+      }
+      return toRecord(byOrder.get(charge.order_id)!); // the order already had one: that one stands
     },
     async refundOrder(orderId, idempotencyKey) {
       return commits.write(() => refund(orderId, idempotencyKey));
@@ -285,7 +295,11 @@ function createShipmentStore(db: Db, commits: GroupCommit): ShipmentStore {
       return find.get(orderId) ?? null;
     },
     async insert(shipment) {
-      commits.write(() => insert.run({ ...shipment, now: new Date().toISOString() }));
+      const inserted = commits.write(() => insert.run({ ...shipment, now: new Date().toISOString() }));
+      if (inserted.changes === 1) {
+        const { idempotency_key: _key, ...stored } = shipment;
+        return stored;
+      }
       return find.get(shipment.order_id)!;
     },
   };
@@ -301,7 +315,13 @@ function createNotificationStore(db: Db, commits: GroupCommit): NotificationStor
   const byOrder = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE order_id = ? ORDER BY created_at, notification_id`);
   return {
     async insert(n) {
-      commits.write(() => insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at));
+      const inserted = commits.write(() =>
+        insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at),
+      );
+      if (inserted.changes === 1) {
+        const { notification_id, order_id, kind, recipient, created_at } = n;
+        return { notification_id, order_id, kind, recipient, created_at };
+      }
       return byKey.get(n.idempotency_key)!;
     },
     async listForOrder(orderId) {
@@ -339,6 +359,16 @@ function createIdempotencyStore(db: Db, commits: GroupCommit): IdempotencyStore 
     },
     async purgeExpired(now) {
       return commits.write(() => purge.run(now.toISOString()).changes);
+    },
+  };
+}
+
+/** Selling a shipped order's reserved stock, in the same commit as its shipment (see `Inventory`). */
+function createStockLedger(db: Db, commits: GroupCommit): StockLedger {
+  const inventory = createSqliteInventory(db);
+  return {
+    async commit(orderId) {
+      return unwrapStockResult(commits.write(() => inventory.commit(orderId)))!;
     },
   };
 }

@@ -1,17 +1,11 @@
 import { Piscina } from 'piscina';
 import { OrderError } from '../domain/errors.js';
-import type { OrderItemRequest, Reservation } from '../domain/order.js';
-import type { StockOp, StockResult } from '../store/ports.js';
+import { unwrapStockResult } from '../store/inventory.sqlite.js';
+import type { Inventory, StockOp, StockResult } from '../store/ports.js';
 import type { BatchTask, InventoryWorkerData } from './inventory.worker.js';
 
-/** Inventory as the order steps see it; failures arrive as `OrderError` with the worker's code. */
-export interface Inventory {
-  reserve(orderId: string, items: readonly OrderItemRequest[]): Promise<Reservation>;
-  release(orderId: string): Promise<Reservation | null>;
-  commit(orderId: string): Promise<Reservation>;
-}
-
-export interface InventoryPool extends Inventory {
+/** Reserve and release on worker threads; failures arrive as `OrderError` with the worker's code. */
+export interface InventoryPool extends Pick<Inventory, 'reserve' | 'release'> {
   readonly threads: number;
   close(): Promise<void>;
 }
@@ -64,7 +58,7 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
     }
   }
 
-  async function call(op: StockOp): Promise<Reservation | null> {
+  async function call(op: StockOp) {
     let result: StockResult;
     try {
       result = await new Promise<StockResult>((resolve, reject) => {
@@ -76,16 +70,13 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
       // committed, and it is idempotent, so the step is retried.
       throw new OrderError('worker_crashed', `inventory worker failed during ${op.op}: ${(err as Error).message}`, { cause: err });
     }
-    if (result.ok) return result.reservation;
-    const { ok: _ok, code, message, ...details } = result;
-    throw new OrderError(code, message, { details });
+    return unwrapStockResult(result);
   }
 
   return {
     threads: options.threads,
     reserve: async (orderId, items) => (await call({ op: 'reserve', order_id: orderId, items: [...items] }))!,
     release: (orderId) => call({ op: 'release', order_id: orderId }),
-    commit: async (orderId) => (await call({ op: 'commit', order_id: orderId }))!,
     close: () => pool.destroy(),
   };
 }

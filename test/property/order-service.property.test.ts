@@ -5,7 +5,7 @@ import { OrderError, type StepErrorCode } from '../../src/domain/errors.js';
 import { SimulatedCarrier, type Carrier } from '../../src/gateways/carrier.js';
 import { StoreNotifier, type Notifier } from '../../src/gateways/notifier.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from '../../src/gateways/payment.gateway.js';
-import type { Inventory } from '../../src/workers/inventory.pool.js';
+import type { Inventory } from '../../src/store/ports.js';
 import { ledger, orderBody, startTestService, type TestService } from '../support/service.js';
 
 /*
@@ -114,10 +114,10 @@ beforeAll(async () => {
           const real = new StoreNotifier(stores.notifications);
           return { send: (req) => inject(req.order_id, 'notify', () => real.send(req)) };
         },
-        inventory: (pool): Inventory => ({
-          reserve: (orderId, items) => inject(orderId, 'reserve', () => pool.reserve(orderId, items)),
-          release: (orderId) => inject(orderId, 'release', () => pool.release(orderId)),
-          commit: (orderId) => pool.commit(orderId),
+        inventory: (real): Inventory => ({
+          reserve: (orderId, items) => inject(orderId, 'reserve', () => real.reserve(orderId, items)),
+          release: (orderId) => inject(orderId, 'release', () => real.release(orderId)),
+          commit: (orderId) => real.commit(orderId),
         }),
       },
     },

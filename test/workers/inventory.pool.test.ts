@@ -7,12 +7,14 @@ import { migrate, openDatabase, type Db } from '../../src/store/database.js';
 import { createLogger } from '../../src/logger.js';
 import { GroupCommit } from '../../src/store/group-commit.js';
 import { createSqliteInventory } from '../../src/store/inventory.sqlite.js';
+import type { StockLedger } from '../../src/store/ports.js';
 import { createSqliteStores } from '../../src/store/sqlite-store.js';
 import { createInventoryPool, type InventoryPool } from '../../src/workers/inventory.pool.js';
 
 let dir: string;
 let db: Db;
 let pool: InventoryPool;
+let ledger: StockLedger;
 
 const stock = (sku: string) => db.prepare('SELECT available, reserved, sold, added FROM products WHERE sku = ?').get(sku) as any;
 
@@ -21,7 +23,9 @@ beforeAll(async () => {
   const path = join(dir, 'inv.db');
   db = openDatabase(path);
   migrate(db);
-  const { catalog } = createSqliteStores(db, new GroupCommit(db, createLogger('silent')));
+  const stores = createSqliteStores(db, new GroupCommit(db, createLogger('silent')));
+  const { catalog } = stores;
+  ledger = stores.stock;
   for (const sku of ['P-A', 'P-B', 'P-C', 'P-HOT']) await catalog.upsertProduct({ sku, name: sku, price_cents: 100, available: 10 });
   await catalog.upsertProduct({ sku: 'P-HOT', name: 'hot', price_cents: 100, available: 50 });
   pool = createInventoryPool({ dbPath: path, threads: 2 });
@@ -66,20 +70,20 @@ describe('inventory on the worker pool', () => {
     await expect(pool.reserve('ord-3', [{ sku: 'NOPE', quantity: 1 }])).rejects.toMatchObject({ code: 'unknown_sku' });
   });
 
-  it('releases once however often it is asked, and commit turns reserved stock into sold', async () => {
+  it('releases once however often it is asked, and the ledger\'s commit (main thread) turns reserved stock into sold once', async () => {
     await pool.reserve('ord-4', [{ sku: 'P-C', quantity: 4 }]);
     await pool.reserve('ord-5', [{ sku: 'P-C', quantity: 1 }]);
     expect((await pool.release('ord-4'))?.status).toBe('released');
     expect((await pool.release('ord-4'))?.status).toBe('released');
-    expect((await pool.commit('ord-5')).status).toBe('committed');
-    expect((await pool.commit('ord-5')).status).toBe('committed');
+    expect((await ledger.commit('ord-5')).status).toBe('committed');
+    expect((await ledger.commit('ord-5')).status).toBe('committed');
     expect(stock('P-C')).toEqual({ available: 9, reserved: 0, sold: 1, added: 10 });
   });
 
   it('a release that overtakes its reserve leaves a tombstone, so the late reserve takes nothing', async () => {
     expect(await pool.release('ord-6')).toBeNull();
     await expect(pool.reserve('ord-6', [{ sku: 'P-A', quantity: 1 }])).rejects.toMatchObject({ code: 'reservation_released' });
-    await expect(pool.commit('ord-6')).rejects.toMatchObject({ code: 'reservation_released' });
+    await expect(ledger.commit('ord-6')).rejects.toMatchObject({ code: 'reservation_released' });
   });
 
   it('never oversells when many orders race for one SKU on both threads', async () => {
@@ -97,11 +101,10 @@ describe('inventory on the worker pool', () => {
       { op: 'reserve', order_id: 'b-1', items: [{ sku: 'P-A', quantity: 1 }] },
       { op: 'reserve', order_id: 'b-2', items: [{ sku: 'P-A', quantity: 1 }, { sku: 'P-B', quantity: 10_000 }] },
       { op: 'reserve', order_id: 'b-3', items: [{ sku: 'P-B', quantity: 1 }] },
-      { op: 'commit', order_id: 'b-1' },
       { op: 'release', order_id: 'b-3' },
     ]);
-    expect(results.map((r) => (r.ok ? r.reservation?.status : r.code))).toEqual(['reserved', 'insufficient_stock', 'reserved', 'committed', 'released']);
-    expect(stock('P-A')).toEqual({ ...before[0], available: before[0].available - 1, sold: before[0].sold + 1 });
+    expect(results.map((r) => (r.ok ? r.reservation?.status : r.code))).toEqual(['reserved', 'insufficient_stock', 'reserved', 'released']);
+    expect(stock('P-A')).toEqual({ ...before[0], available: before[0].available - 1, reserved: before[0].reserved + 1 });
     expect(stock('P-B')).toEqual(before[1]);
   });
 });
