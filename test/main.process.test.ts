@@ -2,7 +2,24 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { request } from 'node:http';
+import { mintToken } from '../src/auth/tokens.js';
 import { run, startServerProcess } from './support/process.js';
+
+/** A POST whose body goes out in chunks (Transfer-Encoding: chunked, no Content-Length). */
+function postChunked(url: string, token: string, chunks: string[]): Promise<{ status: number; type: string; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    for (const chunk of chunks) req.write(chunk);
+    req.end();
+  });
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'ordersaga-main-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -34,5 +51,34 @@ describe('starting the service', () => {
       .find((l) => l.request_id === 'boot-check');
     expect(requestLine).toMatchObject({ msg: 'request', status: 200, path: '/healthz' });
     expect(server.output()).not.toContain('user token');
+  });
+
+  it('reads request bodies straight from the socket, chunked ones too, and refuses one over 64 KiB with 413 while reading it', async () => {
+    const secret = 'y'.repeat(40);
+    const server = await startServerProcess({ DB_PATH: join(dir, 'c.db'), JWT_SECRET: secret });
+    try {
+      const token = await mintToken({ secret, sub: 'carol', role: 'user' });
+      const order = JSON.stringify({
+        items: [{ sku: 'SKU-MUG', quantity: 1 }],
+        payment: { token: 'tok_visa' },
+        shipping: { name: 'Carol', line1: '1 Main St', city: 'Berlin', postal_code: '10115', country: 'DE' },
+      });
+      const url = `${server.url}/api/v1/pipeline/orders`;
+      const placed = await postChunked(url, token, [order.slice(0, 40), order.slice(40)]);
+      expect(placed).toMatchObject({ status: 201, body: { status: 'completed', order: { total_cents: 1250 } } });
+
+      const huge = await postChunked(url, token, Array.from({ length: 70 }, () => 'x'.repeat(1024)));
+      expect(huge).toMatchObject({ status: 413, type: 'application/problem+json', body: { code: 'payload_too_large' } });
+      const declared = await fetch(url, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: 'x'.repeat(65 * 1024),
+      });
+      expect(declared.status).toBe(413);
+      expect(await declared.json()).toMatchObject({ code: 'payload_too_large' });
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
   });
 });

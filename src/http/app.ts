@@ -1,10 +1,10 @@
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import type { OrderRuntime } from '../actors/order-runtime.js';
 import type { Logger } from '../logger.js';
 import type { CatalogStore, IdempotencyStore, SnapshotStore } from '../store/ports.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
+import { bodyLimit } from './body.middleware.js';
 import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
@@ -33,12 +33,7 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
   const api = new Hono();
-  api.use(
-    bodyLimit({
-      maxSize: deps.maxBodyBytes ?? 64 * 1024,
-      onError: (c) => problemResponse(c, problemFor('payload_too_large', `The body is larger than ${deps.maxBodyBytes ?? 64 * 1024} bytes.`)),
-    }),
-  );
+  api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));
   api.use(bearerAuth(deps.auth));
   api.use(rateLimit(deps.rateLimit));
   // While shutting down, reads still work; anything that would change an order waits for the next start.

@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { OrderError } from '../domain/errors.js';
+import { readBody } from './body.middleware.js';
 
 const text = (max: number) => z.string().trim().min(1).max(max);
 export const skuSchema = z
@@ -64,7 +65,7 @@ export async function readJson(c: Context): Promise<unknown> {
   if (!/^application\/(?:[\w.+-]+\+)?json\b/i.test(type)) {
     throw new OrderError('unsupported_media_type', 'Send the body as JSON with "Content-Type: application/json".');
   }
-  const raw = await c.req.text();
+  const raw = await readBody(c);
   try {
     return JSON.parse(raw);
   } catch (err) {

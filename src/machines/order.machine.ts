@@ -165,8 +165,17 @@ export function retryDelayMs(policy: RetryPolicy, attempt: number, random: numbe
   return Math.round(exp / 2 + (exp / 2) * random);
 }
 
+// Stage timestamps are ISO strings; formatting one costs more than a transition's other work,
+// and many transitions share a millisecond under load.
+let lastMs = 0;
+let lastIso = '';
 function now(): string {
-  return new Date().toISOString();
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 type StageParams = { stage: StageName };
