@@ -77,9 +77,14 @@ export class OrderRuntime {
     return this.latest(order.order_id);
   }
 
-  /** The order's latest record, or null. Reads the store (plus a write not yet committed). */
+  /**
+   * The order's latest durable record, or null. A state change not yet committed is waited
+   * for (it commits at the end of this turn), never shown: a client that saw `paying` and
+   * then saw the process die must find the order at least at `paying` after the restart.
+   */
   async get(orderId: string): Promise<SnapshotRecord | null> {
-    return this.writer.peek(orderId) ?? (await this.options.snapshots.get(orderId));
+    if (this.writer.isPending(orderId)) await this.writer.flush();
+    return this.options.snapshots.get(orderId);
   }
 
   /**

@@ -179,6 +179,8 @@ function now(): string {
 }
 
 type StageParams = { stage: StageName };
+/** What a step produced, kept in context. */
+type StepRecord = Partial<Pick<OrderContext, 'order' | 'reservation' | 'payment' | 'shipment' | 'notifications'>>;
 type StageErrorParams = { stage: StageName; error: StepError };
 
 export const orderMachine = setup({
@@ -220,7 +222,9 @@ export const orderMachine = setup({
         attempts: context.stages[stage].attempts + 1,
       }),
     })),
-    completeStage: assign(({ context }, { stage }: StageParams) => ({
+    /** The step succeeded; `record` is what it produced (one assign per transition: they copy the context). */
+    completeStage: assign(({ context }, { stage, record }: StageParams & { record?: StepRecord }) => ({
+      ...record,
       stages: patchStage(context, stage, { status: 'succeeded', ended_at: now() }),
     })),
     scheduleRetry: assign(({ context }, { stage, error }: StageErrorParams) => ({
@@ -244,7 +248,8 @@ export const orderMachine = setup({
       };
     }),
     /** The compensation succeeded: the forward stage's effect is undone. */
-    compensateStage: assign(({ context }, { stage, by }: { stage: StageName; by: StageName }) => ({
+    compensateStage: assign(({ context }, { stage, by, record }: { stage: StageName; by: StageName; record?: StepRecord }) => ({
+      ...record,
       stages: {
         ...patchStage(context, by, { status: 'succeeded', ended_at: now() }),
         [stage]: { ...context.stages[stage], status: 'compensated' as const },
@@ -255,11 +260,6 @@ export const orderMachine = setup({
       stages: patchStage(context, 'notification', { status: 'failed', ended_at: now(), error }),
       errors: [...context.errors, { stage: 'notification' as const, code: error.code, message: error.message }],
     })),
-    recordOrder: assign((_, { order }: { order: Order }) => ({ order })),
-    recordReservation: assign((_, { reservation }: { reservation: Reservation | null }) => ({ reservation })),
-    recordPayment: assign((_, { payment }: { payment: Payment | null }) => ({ payment })),
-    recordShipment: assign((_, { shipment }: { shipment: Shipment }) => ({ shipment })),
-    recordNotifications: assign((_, { notifications }: { notifications: Notification[] }) => ({ notifications })),
     /** An admin retry: give the failed compensation a fresh set of attempts. */
     reopenCompensation: assign(({ context }) => {
       const stages = { ...context.stages };
@@ -332,10 +332,7 @@ export const orderMachine = setup({
                 }),
                 onDone: {
                   target: '#order.cancellable.reserving',
-                  actions: [
-                    { type: 'recordOrder', params: ({ event }) => ({ order: event.output }) },
-                    { type: 'completeStage', params: { stage: 'placement' } },
-                  ],
+                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'placement', record: { order: event.output } }) },
                 },
                 onError: [
                   {
@@ -366,10 +363,7 @@ export const orderMachine = setup({
                 input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
                 onDone: {
                   target: '#order.cancellable.paying',
-                  actions: [
-                    { type: 'recordReservation', params: ({ event }) => ({ reservation: event.output }) },
-                    { type: 'completeStage', params: { stage: 'reservation' } },
-                  ],
+                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'reservation', record: { reservation: event.output } }) },
                 },
                 onError: [
                   {
@@ -406,10 +400,7 @@ export const orderMachine = setup({
                 }),
                 onDone: {
                   target: '#order.fulfilling',
-                  actions: [
-                    { type: 'recordPayment', params: ({ event }) => ({ payment: event.output }) },
-                    { type: 'completeStage', params: { stage: 'payment' } },
-                  ],
+                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'payment', record: { payment: event.output } }) },
                 },
                 onError: [
                   {
@@ -443,10 +434,7 @@ export const orderMachine = setup({
             input: ({ context }) => ({ order_id: context.order_id, items: context.request.items, shipping: context.request.shipping }),
             onDone: {
               target: '#order.notifying',
-              actions: [
-                { type: 'recordShipment', params: ({ event }) => ({ shipment: event.output }) },
-                { type: 'completeStage', params: { stage: 'fulfillment' } },
-              ],
+              actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'fulfillment', record: { shipment: event.output } }) },
             },
             onError: [
               {
@@ -483,10 +471,7 @@ export const orderMachine = setup({
             }),
             onDone: {
               target: '#order.completed',
-              actions: [
-                { type: 'recordNotifications', params: ({ event }) => ({ notifications: event.output }) },
-                { type: 'completeStage', params: { stage: 'notification' } },
-              ],
+              actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'notification', record: { notifications: event.output } }) },
             },
             onError: [
               {
@@ -530,10 +515,10 @@ export const orderMachine = setup({
                 input: ({ context }) => ({ order_id: context.order_id }),
                 onDone: {
                   target: '#order.compensating.planning',
-                  actions: [
-                    { type: 'recordPayment', params: ({ event, context }) => ({ payment: event.output ?? context.payment }) },
-                    { type: 'compensateStage', params: { stage: 'payment', by: 'refund' } },
-                  ],
+                  actions: {
+                    type: 'compensateStage',
+                    params: ({ event, context }) => ({ stage: 'payment', by: 'refund', record: { payment: event.output ?? context.payment } }),
+                  },
                 },
                 onError: [
                   {
@@ -564,10 +549,10 @@ export const orderMachine = setup({
                 input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
                 onDone: {
                   target: '#order.compensating.planning',
-                  actions: [
-                    { type: 'recordReservation', params: ({ event, context }) => ({ reservation: event.output ?? context.reservation }) },
-                    { type: 'compensateStage', params: { stage: 'reservation', by: 'release' } },
-                  ],
+                  actions: {
+                    type: 'compensateStage',
+                    params: ({ event, context }) => ({ stage: 'reservation', by: 'release', record: { reservation: event.output ?? context.reservation } }),
+                  },
                 },
                 onError: [
                   {

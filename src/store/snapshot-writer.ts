@@ -23,9 +23,9 @@ export class SnapshotWriter {
     return this.commits.schedule();
   }
 
-  /** The newest record queued but not yet written, if any. */
-  peek(orderId: string): SnapshotRecord | undefined {
-    return this.pending.get(orderId)?.();
+  /** Whether the order has a record queued for the coming commit. */
+  isPending(orderId: string): boolean {
+    return this.pending.has(orderId);
   }
 
   /** Builds every queued record now (before its actor is stopped); they are written as usual. */
