@@ -4,6 +4,7 @@ import type { Logger } from '../logger.js';
 /** One line per request with its id, status and duration. */
 export function requestLog(logger: Logger): MiddlewareHandler {
   return async function requestLog(c, next) {
+    if (!logger.isLevelEnabled('info')) return next();
     const started = performance.now();
     await next();
     logger.info(

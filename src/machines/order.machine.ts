@@ -1,4 +1,4 @@
-import { assign, fromPromise, setup } from 'xstate';
+import { assign, fromPromise, setup, type ActorLogic, type AnyActorRef, type PromiseSnapshot } from 'xstate';
 import { isTransientCode, toStepError, type StepError } from '../domain/errors.js';
 import {
   STAGE_NAMES,
@@ -109,16 +109,38 @@ function notProvided(name: string) {
   };
 }
 
-/** Resolves at `until`, or at once when that has passed (after a restart, say). */
-export const sleepUntil = fromPromise<void, WaitInput>(
-  ({ input, signal }) =>
-    new Promise<void>((resolve) => {
-      const ms = Date.parse(input.until) - Date.now();
-      if (!(ms > 0)) return resolve();
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
-    }),
-);
+type SleepSnapshot = PromiseSnapshot<void, WaitInput>;
+const timers = new WeakMap<AnyActorRef, ReturnType<typeof setTimeout>>();
+
+/**
+ * Done at `until`, or at once when that has passed (after a restart, say). Like a promise
+ * actor that resolves then, persisted and restored the same way, but a plain timer: every
+ * order has a deadline stopped early, and a promise actor's stop aborts an AbortController.
+ */
+// The event type is a promise actor's, so tests can provide promise actors in its place.
+export const sleepUntil: ActorLogic<SleepSnapshot, { type: string; [k: string]: unknown }, WaitInput> = {
+  getInitialSnapshot: (_scope, input) => ({ status: 'active', output: undefined, error: undefined, input }),
+  start(snapshot, { self }) {
+    if (snapshot.status !== 'active') return;
+    const ms = Date.parse(snapshot.input!.until) - Date.now();
+    timers.set(
+      self,
+      setTimeout(() => self.send({ type: 'wake' }), ms > 0 ? ms : 0),
+    );
+  },
+  transition(snapshot, event, { self }) {
+    if (snapshot.status !== 'active') return snapshot;
+    if (event.type === 'wake') return { ...snapshot, status: 'done', input: undefined };
+    if (event.type === 'xstate.stop') {
+      clearTimeout(timers.get(self));
+      timers.delete(self);
+      return { ...snapshot, status: 'stopped', input: undefined };
+    }
+    return snapshot;
+  },
+  getPersistedSnapshot: (snapshot) => snapshot,
+  restoreSnapshot: (snapshot) => snapshot as SleepSnapshot,
+};
 
 /** The stage each state works on, for records, logs and the API's `stage` fields. */
 export const STAGE_OF_STATE = {
