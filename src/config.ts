@@ -28,6 +28,7 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SEED_DEMO: bool.default(true),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
+  MAX_LIVE_ORDERS: int(1, 1_000_000).default(10_000),
   IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
   INSPECT: bool.default(false),
   INSPECT_URL: z
@@ -58,6 +59,8 @@ export interface Config {
   logLevel: string;
   seedDemo: boolean;
   shutdownGraceMs: number;
+  /** Orders running at once; past it new orders get 503 `overloaded` (memory and latency stay bounded). */
+  maxLiveOrders: number;
   idempotencyTtlHours: number;
   /** Stream every order actor to the Stately inspector (a relay at `url`, see `npm run inspector`). */
   inspect: { enabled: boolean; url: string };
@@ -89,6 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     seedDemo: e.SEED_DEMO,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    maxLiveOrders: e.MAX_LIVE_ORDERS,
     idempotencyTtlHours: e.IDEMPOTENCY_TTL_HOURS,
     inspect: { enabled: e.INSPECT, url: e.INSPECT_URL },
   };

@@ -83,6 +83,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
     commits,
     logger,
     orderTimeoutMs: config.orderTimeoutMs,
+    maxLive: config.maxLiveOrders,
     retry: config.retry,
     ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
   });

@@ -16,6 +16,8 @@ export interface OrderRuntimeOptions {
   commits: GroupCommit;
   logger: Logger;
   orderTimeoutMs: number;
+  /** New orders are refused with `overloaded` while this many are live (recovery is never refused). */
+  maxLive?: number;
   retry: RetryPolicy;
   /** Receives every actor's inspection events (the Stately inspector, or a test). */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
@@ -63,6 +65,9 @@ export class OrderRuntime {
   /** Starts a new order; resolves once its first snapshot is durable. */
   async submit(order: NewOrder): Promise<SnapshotRecord> {
     if (this.draining) throw new OrderError('shutting_down', 'The service is shutting down; retry shortly.');
+    if (this.live.size >= (this.options.maxLive ?? Infinity)) {
+      throw new OrderError('overloaded', `${this.live.size} orders are in progress, the most this instance takes at once; retry in a moment.`);
+    }
     const createdAt = new Date();
     const input: OrderInput = {
       ...order,

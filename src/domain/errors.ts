@@ -32,6 +32,7 @@ export type ApiErrorCode =
   | 'invalid_transition'
   | 'compensation_failed'
   | 'shutting_down'
+  | 'overloaded'
   | 'idempotency_key_reused'
   | 'internal_error';
 

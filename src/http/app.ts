@@ -49,7 +49,8 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((err, c) => {
     const problem = toProblem(err);
     if (problem.status >= 500) deps.logger.error({ err, request_id: c.get('requestId') }, 'unhandled error');
-    return problemResponse(c, problem);
+    // Overload passes quickly: tell the client when to come back, as for a shutdown.
+    return problemResponse(c, problem, problem.code === 'overloaded' ? { 'Retry-After': '1' } : {});
   });
   return app;
 }

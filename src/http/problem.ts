@@ -28,6 +28,7 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   rate_limited: [429, 'Too many requests'],
   invalid_transition: [409, 'Invalid transition'],
   shutting_down: [503, 'Shutting down'],
+  overloaded: [503, 'Too many orders in progress'],
   internal_error: [500, 'Internal server error'],
   compensation_failed: [502, 'Compensation failed'],
   idempotency_key_reused: [422, 'Idempotency key reused'],
