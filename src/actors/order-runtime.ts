@@ -38,7 +38,7 @@ interface SettledOrder {
 }
 
 /**
- * Owns the live order actors: starts them, persists every state change (through the
+ * Owns the live order actors: starts them, persists their latest state at every commit (the
  * group-committing SnapshotWriter), answers whoever waits for an order to settle, and
  * drops each actor from memory once it is final or parked. The store, not this map,
  * is the source of truth for status lookups.
