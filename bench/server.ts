@@ -6,35 +6,27 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../test/support/process.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+// The same free-port probe the tests use.
+export { freePort };
 
 /** Variables the service reads: never inherited from the caller's shell, so every run uses the same config. */
 const SERVICE_VARS = [
   'NODE_ENV', 'PORT', 'HOST', 'DB_PATH', 'JWT_SECRET', 'JWT_ISSUER', 'JWT_AUDIENCE', 'SYNC_WAIT_MS', 'PAYMENT_SLOW_MS',
   'ORDER_TIMEOUT_MS', 'RETRY_MAX_ATTEMPTS', 'RETRY_BASE_MS', 'INVENTORY_THREADS', 'RATE_LIMIT_PER_SEC', 'RATE_LIMIT_BURST',
-  'LOG_LEVEL', 'SEED_DEMO', 'SHUTDOWN_GRACE_MS', 'IDEMPOTENCY_TTL_HOURS', 'INSPECT', 'INSPECT_URL',
+  'LOG_LEVEL', 'SEED_DEMO', 'SHUTDOWN_GRACE_MS', 'MAX_LIVE_ORDERS', 'IDEMPOTENCY_TTL_HOURS', 'INSPECT', 'INSPECT_URL',
 ];
 
 /** `npm run build` (tsc → dist/). Throws with the compiler output on failure. */
 export function buildService(): void {
   const res = spawnSync('npm', ['run', '-s', 'build'], { cwd: ROOT, encoding: 'utf8' });
   if (res.status !== 0) throw new Error(`npm run build failed (${res.status}):\n${res.stdout}\n${res.stderr}`);
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** The last `max` characters written to a stream. */
