@@ -9,7 +9,7 @@
  * no context to speak of: the issue's "XState run of a 5-step machine with no I/O"); the
  * real order machine with instant steps; the same plus the persisted snapshot as JSON per
  * transition. HTTP row: the real `createApp` (auth, rate limit, validation, the sync route
- * and its 2.6 KB answer) in a separate process whose runtime settles every order at once
+ * and its 2.6 KB answer) in a separate process whose engine settles every order at once
  * (bench/http-floor.server.ts), driven by autocannon at 50 connections like sync-c50.
  * Results go to bench/results/<timestamp>-floor.json.
  */
@@ -139,7 +139,7 @@ async function httpFloor() {
 const http = await httpFloor();
 const usPerRequest = Math.round((1e6 / http.per_s) * (http.server_cpu_pct / 100) * 10) / 10;
 process.stdout.write(
-  `  ${'HTTP layer: createApp + sync route, instant runtime (own process)'.padEnd(66)} ${String(http.per_s).padStart(6)} req/s     ` +
+  `  ${'HTTP layer: createApp + sync route, instant engine (own process)'.padEnd(66)} ${String(http.per_s).padStart(6)} req/s     ` +
     `${usPerRequest.toFixed(1).padStart(6)} µs CPU/req (server ${http.server_cpu_pct}%, p99 ${http.latency_ms.p99} ms, load generator ${http.loadgen_cpu_pct}%)\n`,
 );
 // The machine without persistence: the bound stays an upper bound.

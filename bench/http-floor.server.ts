@@ -1,19 +1,20 @@
 /**
  * The HTTP layer's own cost, for `npm run bench:floor`: the real `createApp` (request id,
  * body limit, JWT auth, rate limit, validation, the sync route and its answer) in front of
- * a runtime that settles every order at once with a canned completed order. No XState,
+ * an engine that settles every order at once with a canned completed order. No XState,
  * no SQLite, no pool. Prints `listening <port>` once it serves.
  *
  *   tsx bench/http-floor.server.ts <port> <jwt-secret>
  */
 import { serve } from '@hono/node-server';
 import { createActor } from 'xstate';
-import type { OrderRuntime } from '../src/actors/order-runtime.js';
+import { OrderError } from '../src/domain/errors.js';
 import { createApp } from '../src/http/app.js';
 import { createLogger } from '../src/logger.js';
-import { orderMachine, type OrderContext } from '../src/machines/order.machine.js';
+import { orderMachine } from '../src/machines/order.machine.js';
 import { pipelineStatus, stateName } from '../src/machines/order.status.js';
-import type { SnapshotRecord } from '../src/store/ports.js';
+import type { OrderEngine } from '../src/orders/order.engine.js';
+import { toOrderView, type OrderView } from '../src/orders/order.view.js';
 import { instantSteps, orderInput } from './instant-steps.js';
 
 const [port, secret] = process.argv.slice(2);
@@ -22,41 +23,38 @@ if (!port || !secret) {
   process.exit(2);
 }
 
-/** A completed order's real snapshot: the order machine run once with instant steps. */
-async function cannedOrder(): Promise<{ record: SnapshotRecord; context: OrderContext }> {
+/** A completed order's real view: the order machine run once with instant steps. */
+async function cannedView(): Promise<OrderView> {
   const actor = createActor(orderMachine.provide({ actors: instantSteps }), { input: orderInput() });
   actor.start();
   await new Promise<void>((resolve) => actor.subscribe({ complete: resolve }));
   const snapshot = actor.getSnapshot();
-  return {
-    context: snapshot.context,
-    record: {
-      order_id: snapshot.context.order_id,
-      user_id: snapshot.context.user_id,
-      status: pipelineStatus(snapshot as { status: string; value: string }),
-      state: stateName(snapshot.value as string),
-      snapshot: JSON.stringify(actor.getPersistedSnapshot()),
-      created_at: snapshot.context.created_at,
-      updated_at: new Date().toISOString(),
-    },
-  };
+  const status = pipelineStatus(snapshot as { status: string; value: string });
+  return toOrderView(snapshot.context, { status, state: stateName(snapshot.value as string), updated_at: new Date().toISOString() });
 }
 
-const canned = await cannedOrder();
-const unused = () => {
-  throw new Error('not used by the HTTP floor');
+const canned = await cannedView();
+const unused = (): never => {
+  throw new OrderError('internal_error', 'not used by the HTTP floor');
 };
-// Only what POST /api/v1/pipeline/orders touches: submit, then wait for the settled order.
-const runtime = {
+/** An engine that settles every order at once with the canned view: only the HTTP layer costs anything. */
+const engine: OrderEngine = {
   accepting: true,
-  submit: async () => canned.record,
-  waitForSettled: async () => ({ settled: true, record: canned.record, context: canned.context }),
-} as unknown as OrderRuntime;
+  submit: async () => canned,
+  waitUntilSettled: async () => ({ settled: true, view: canned }),
+  get: async () => canned,
+  list: async () => [canned],
+  cancel: unused,
+  retry: unused,
+  subscribe: () => () => undefined,
+  resumeUnfinished: async () => 0,
+  drain: async () => ({ settled: 0, stopped: 0 }),
+  stats: () => ({ live: 0 }),
+};
 
 const app = createApp({
-  runtime,
+  engine,
   catalog: { findProducts: unused, getProduct: unused, listProducts: unused, upsertProduct: unused },
-  snapshots: { saveMany: unused, get: unused, list: unused, listUnfinished: unused },
   logger: createLogger('warn'),
   auth: { secret: new TextEncoder().encode(secret) },
   rateLimit: { perSecond: 1_000_000, burst: 1_000_000 },

@@ -3,30 +3,31 @@ import { pathToFileURL } from 'node:url';
 import type { Hono } from 'hono';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
-import { OrderRuntime } from './actors/order-runtime.js';
 import { mintToken, resolveDevSecret } from './auth/tokens.js';
 import { loadConfig, type Config } from './config.js';
-import { SimulatedCarrier, type Carrier } from './gateways/carrier.js';
-import { StoreNotifier, type Notifier } from './gateways/notifier.js';
+import { SimulatedCarrier, type Carrier } from './gateways/carrier.gateway.js';
+import { StoreNotifier, type Notifier } from './gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
-import { migrate, openDatabase, type Db } from './store/database.js';
-import { GroupCommit } from './store/group-commit.js';
+import { LocalOrderEngine } from './orders/local.engine.js';
+import type { OrderEngine } from './orders/order.engine.js';
+import { fillMissingViews } from './orders/order.view.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
-import { createSqliteStores, type SqliteStores } from './store/sqlite-store.js';
-import type { Inventory } from './store/ports.js';
+import type { Db } from './store/sqlite/sqlite.database.js';
+import { openSqliteStore } from './store/sqlite/sqlite.stores.js';
+import type { Inventory, Stores } from './store/store.ports.js';
 import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
 
 /** Replaceable parts, for tests that inject faults through the same interfaces. */
 export interface ServiceOverrides {
-  payments?: (stores: SqliteStores) => PaymentGateway;
-  carrier?: (stores: SqliteStores) => Carrier;
-  notifier?: (stores: SqliteStores) => Notifier;
-  /** Wraps the inventory (pool and stock ledger), e.g. to inject faults through the same interface. */
-  inventory?: (pool: Inventory) => Inventory;
+  payments?: (stores: Stores) => PaymentGateway;
+  carrier?: (stores: Stores) => Carrier;
+  notifier?: (stores: Stores) => Notifier;
+  /** Wraps the inventory (pool and stock sale), e.g. to inject faults through the same interface. */
+  inventory?: (inventory: Inventory) => Inventory;
   /** A replacement inventory worker module (URL), e.g. one that crashes on cue. */
   inventoryWorkerFile?: string;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
@@ -35,39 +36,38 @@ export interface ServiceOverrides {
 export interface Service {
   config: Config;
   app: Hono;
+  engine: OrderEngine;
+  stores: Stores;
+  /** The SQLite file's main-thread connection (tests read the database through it). */
   db: Db;
-  stores: SqliteStores;
   pool: InventoryPool;
-  runtime: OrderRuntime;
   jwtSecret: string;
   /**
    * Refuses new work, lets live orders settle for up to `graceMs`, then stops the rest:
-   * their state is persisted and they resume at the next start.
+   * their state is committed and they resume at the next start.
    */
   drain(graceMs: number): Promise<void>;
   /** Drains with no grace (if not done yet), then closes the pool and the database. */
   close(): Promise<void>;
 }
 
-/** The composition root: config → store → pool → actors → runtime → HTTP app. */
+/** The composition root: config → store → pool → actors → order engine → HTTP app. */
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
   const jwtSecret = config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret;
 
-  const db = openDatabase(config.dbPath);
-  migrate(db);
-  const commits = new GroupCommit(db, logger);
-  const stores = createSqliteStores(db, commits);
+  const store = openSqliteStore(config.dbPath, logger);
+  const { stores } = store;
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
   const pool = createInventoryPool({
     dbPath: config.dbPath,
     threads: config.inventoryThreads,
     // Workers read what the main thread wrote (products, orders) from their own connections.
-    beforeDispatch: () => commits.flush(),
+    beforeDispatch: stores.flush,
     ...(overrides.inventoryWorkerFile ? { workerFile: overrides.inventoryWorkerFile } : {}),
   });
-  // Reserve and release on the pool; selling shipped stock in the main thread's group commit.
-  const inventory: Inventory = { reserve: pool.reserve, release: pool.release, commit: stores.stock.commit };
+  // Reserve and release on the pool; selling shipped stock in the main thread's unit of work.
+  const inventory: Inventory = { reserve: pool.reserve, release: pool.release, sell: stores.stock.sell };
   const actors = createOrderActors({
     catalog: stores.catalog,
     orders: stores.orders,
@@ -77,10 +77,9 @@ export async function createService(config: Config, logger: Logger, overrides: S
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
     logger,
   });
-  const runtime = new OrderRuntime({
+  const engine = new LocalOrderEngine({
     machine: orderMachine.provide({ actors }),
-    snapshots: stores.snapshots,
-    commits,
+    states: stores.states,
     logger,
     orderTimeoutMs: config.orderTimeoutMs,
     maxLive: config.maxLiveOrders,
@@ -88,9 +87,8 @@ export async function createService(config: Config, logger: Logger, overrides: S
     ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
   });
   const app = createApp({
-    runtime,
+    engine,
     catalog: stores.catalog,
-    snapshots: stores.snapshots,
     logger,
     auth: {
       secret: new TextEncoder().encode(jwtSecret),
@@ -102,8 +100,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });
 
+  const upgraded = await fillMissingViews(stores.states);
+  if (upgraded > 0) logger.info({ orders: upgraded }, 'computed views for orders stored by an earlier release');
   // Crash recovery: whatever was running when the process last stopped runs on now.
-  await runtime.resumeUnfinished();
+  await engine.resumeUnfinished();
   const purgeKeys = () =>
     stores.idempotency.purgeExpired(new Date()).then(
       (n) => n > 0 && logger.info({ purged: n }, 'forgot expired idempotency keys'),
@@ -115,20 +115,21 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const service: Service = {
     config,
     app,
-    db,
+    engine,
     stores,
+    db: store.db,
     pool,
-    runtime,
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);
-      const { settled, stopped } = await runtime.drain(graceMs);
+      const { settled, stopped } = await engine.drain(graceMs);
       logger.info({ settled, stopped }, 'order actors drained; unfinished ones resume at the next start');
     },
     async close() {
-      if (runtime.accepting) await service.drain(0);
+      if (engine.accepting) await service.drain(0);
       await pool.close();
-      db.close();
+      await stores.flush();
+      store.close();
     },
   };
   return service;

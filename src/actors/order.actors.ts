@@ -1,8 +1,8 @@
 import { fromPromise } from 'xstate';
 import { OrderError, toStepError } from '../domain/errors.js';
 import type { Order, Payment, StageName } from '../domain/order.js';
-import type { Carrier } from '../gateways/carrier.js';
-import type { Notifier } from '../gateways/notifier.js';
+import type { Carrier } from '../gateways/carrier.gateway.js';
+import type { Notifier } from '../gateways/notifier.gateway.js';
 import type { PaymentGateway } from '../gateways/payment.gateway.js';
 import type { Logger } from '../logger.js';
 import type {
@@ -14,7 +14,7 @@ import type {
   ShipOrderInput,
   StockInput,
 } from '../machines/order.machine.js';
-import type { CatalogStore, Inventory, OrderRecordStore } from '../store/ports.js';
+import type { CatalogStore, Inventory, OrderRecordStore } from '../store/store.ports.js';
 
 export interface OrderActorDeps {
   catalog: CatalogStore;
@@ -112,7 +112,7 @@ export function createOrderActors(deps: OrderActorDeps) {
         shipping: input.shipping,
         idempotency_key: `${input.order_id}:ship`,
       });
-      await deps.inventory.commit(input.order_id); // sold stock and `shipped` commit with the shipment
+      await deps.inventory.sell(input.order_id); // sold stock and `shipped` commit with the shipment
       return shipment;
     }),
 

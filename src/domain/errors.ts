@@ -4,20 +4,24 @@
  * guards, retries and the HTTP mapping branch on: classes do not survive a
  * worker-thread boundary or a persisted snapshot, strings do.
  */
-export type StepErrorCode =
-  | 'unknown_sku'
-  | 'insufficient_stock'
-  | 'payment_declined'
-  | 'payment_unavailable'
-  | 'fulfillment_failed'
-  | 'carrier_unavailable'
-  | 'notification_failed'
-  | 'reservation_released'
-  | 'order_cancelled'
-  | 'pipeline_timeout'
-  | 'worker_crashed'
-  | 'storage_busy'
-  | 'step_failed';
+export const STEP_ERROR_CODES = [
+  'unknown_sku',
+  'insufficient_stock',
+  'payment_declined',
+  'payment_unavailable',
+  'fulfillment_failed',
+  'carrier_unavailable',
+  'notification_failed',
+  'reservation_released',
+  'order_cancelled',
+  'pipeline_timeout',
+  'worker_crashed',
+  'storage_busy',
+  'step_failed',
+] as const;
+
+/** What a step can fail with: kept in an order's context and shown by the API. */
+export type StepErrorCode = (typeof STEP_ERROR_CODES)[number];
 
 export type ApiErrorCode =
   | 'validation_failed'
@@ -71,21 +75,7 @@ export interface StepError {
   details?: Record<string, unknown>;
 }
 
-const STEP_CODES: ReadonlySet<string> = new Set<StepErrorCode>([
-  'unknown_sku',
-  'insufficient_stock',
-  'payment_declined',
-  'payment_unavailable',
-  'fulfillment_failed',
-  'carrier_unavailable',
-  'notification_failed',
-  'reservation_released',
-  'order_cancelled',
-  'pipeline_timeout',
-  'worker_crashed',
-  'storage_busy',
-  'step_failed',
-]);
+const STEP_CODES: ReadonlySet<string> = new Set(STEP_ERROR_CODES);
 
 /**
  * Reduces whatever a step threw to `{ code, message }`. Unknown errors become
@@ -98,11 +88,8 @@ export function toStepError(err: unknown): StepError {
     const details = 'details' in err && isPlainRecord(err.details) ? err.details : undefined;
     return details ? { code: err.code as StepErrorCode, message, details } : { code: err.code as StepErrorCode, message };
   }
-  const message = err instanceof Error ? err.message : String(err);
-  // better-sqlite3 reports lock contention as SQLITE_BUSY / SQLITE_LOCKED: worth a retry.
-  const sqliteCode = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
-  if (sqliteCode.startsWith('SQLITE_BUSY') || sqliteCode.startsWith('SQLITE_LOCKED')) return { code: 'storage_busy', message };
-  return { code: 'step_failed', message };
+  // Stores map their own contention to `storage_busy` (see store.ports.ts); anything else is a failed step.
+  return { code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
 }
 
 function isPlainRecord(value: unknown): value is Record<string, unknown> {

@@ -113,4 +113,5 @@ export interface OrderFailure {
 }
 
 /** The pipeline outcome as the API reports it. */
-export type PipelineStatus = 'processing' | 'completed' | 'failed' | 'cancelled' | 'compensation_failed';
+export const PIPELINE_STATUSES = ['processing', 'completed', 'failed', 'cancelled', 'compensation_failed'] as const;
+export type PipelineStatus = (typeof PIPELINE_STATUSES)[number];

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { OrderError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { Payment } from '../domain/order.js';
-import type { ChargeRecord, PaymentLedger } from '../store/ports.js';
+import type { ChargeRecord, PaymentLedger } from '../store/store.ports.js';
 
 export interface CaptureRequest {
   order_id: string;

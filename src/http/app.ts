@@ -1,8 +1,8 @@
 import { Hono } from 'hono';
 import { requestId } from 'hono/request-id';
-import type { OrderRuntime } from '../actors/order-runtime.js';
 import type { Logger } from '../logger.js';
-import type { CatalogStore, IdempotencyStore, SnapshotStore } from '../store/ports.js';
+import type { OrderEngine } from '../orders/order.engine.js';
+import type { CatalogStore, IdempotencyStore } from '../store/store.ports.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
 import { createIdempotency } from './idempotency.js';
@@ -13,9 +13,8 @@ import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
 import { requestLog } from './request-log.middleware.js';
 
 export interface AppDeps {
-  runtime: OrderRuntime;
+  engine: OrderEngine;
   catalog: CatalogStore;
-  snapshots: SnapshotStore;
   logger: Logger;
   auth: BearerAuthOptions;
   rateLimit: RateLimitOptions;
@@ -38,7 +37,7 @@ export function createApp(deps: AppDeps): Hono {
   api.use(rateLimit(deps.rateLimit));
   // While shutting down, reads still work; anything that would change an order waits for the next start.
   api.use(async function rejectWhileDraining(c, next) {
-    if (c.req.method === 'GET' || deps.runtime.accepting) return next();
+    if (c.req.method === 'GET' || deps.engine.accepting) return next();
     return problemResponse(c, problemFor('shutting_down', 'The service is shutting down; retry in a few seconds.'), { 'Retry-After': '5' });
   });
   api.route('/pipeline', ordersRoutes({ ...deps, idempotent: createIdempotency(deps.idempotency) }));

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Context } from 'hono';
 import { OrderError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
-import type { IdempotencyStore } from '../store/ports.js';
+import type { IdempotencyStore } from '../store/store.ports.js';
 
 export interface IdempotencyOptions {
   store: IdempotencyStore;

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { OrderError } from '../domain/errors.js';
-import type { CatalogStore, Product } from '../store/ports.js';
+import type { CatalogStore, Product } from '../store/store.ports.js';
 import { requireRole } from './auth.middleware.js';
 import { productSchema, readJson, skuSchema, validate } from './schemas.js';
 

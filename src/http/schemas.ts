@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { OrderError } from '../domain/errors.js';
+import { PIPELINE_STATUSES } from '../domain/order.js';
 import { readBody } from './body.middleware.js';
 
 const text = (max: number) => z.string().trim().min(1).max(max);
@@ -41,7 +42,7 @@ export const productSchema = z.strictObject({
 });
 
 export const listQuerySchema = z.strictObject({
-  status: z.enum(['processing', 'completed', 'failed', 'cancelled', 'compensation_failed']).optional(),
+  status: z.enum(PIPELINE_STATUSES).optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().regex(/^ord_[0-9A-Z]{26}$/, 'a cursor from a previous page').optional(),
 });

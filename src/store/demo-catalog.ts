@@ -1,4 +1,4 @@
-import type { CatalogStore, ProductInput } from './ports.js';
+import type { CatalogStore, ProductInput } from './store.ports.js';
 
 export const DEMO_CATALOG: readonly ProductInput[] = [
   { sku: 'SKU-TSHIRT', name: 'Organic cotton T-shirt', price_cents: 1999, available: 500 },

@@ -1,8 +1,8 @@
 import { Piscina } from 'piscina';
 import { OrderError } from '../domain/errors.js';
-import { unwrapStockResult } from '../store/inventory.sqlite.js';
-import type { Inventory, StockOp, StockResult } from '../store/ports.js';
-import type { BatchTask, InventoryWorkerData } from './inventory.worker.js';
+import type { Inventory } from '../store/store.ports.js';
+import type { InventoryWorkerData } from './inventory.worker.js';
+import { unwrapStockResult, type BatchTask, type StockOp, type StockResult } from './inventory.wire.js';
 
 /** Reserve and release on worker threads; failures arrive as `OrderError` with the worker's code. */
 export interface InventoryPool extends Pick<Inventory, 'reserve' | 'release'> {

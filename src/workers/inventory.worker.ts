@@ -1,7 +1,7 @@
 import { workerData } from 'node:worker_threads';
-import { openDatabase, retryWhileBusy } from '../store/database.js';
-import { createSqliteInventory } from '../store/inventory.sqlite.js';
-import type { InventoryStore, StockOp, StockResult } from '../store/ports.js';
+import { isBusy, openDatabase, retryWhileBusy } from '../store/sqlite/sqlite.database.js';
+import { createSqliteInventory, type SqliteInventory } from '../store/sqlite/sqlite.inventory.js';
+import type { BatchTask, StockResult } from './inventory.wire.js';
 
 /*
  * Runs on Piscina worker threads. Each thread opens its own connection to the same
@@ -14,10 +14,10 @@ export interface InventoryWorkerData {
   busyTimeoutMs: number;
 }
 
-let store: InventoryStore | undefined;
+let store: SqliteInventory | undefined;
 let busyTimeoutMs = 5000;
 
-function inventory(): InventoryStore {
+function inventory(): SqliteInventory {
   if (!store) {
     const data = workerData as InventoryWorkerData;
     // Lock waits are retried in short pauses (retryWhileBusy), not by SQLite's busy handler.
@@ -29,15 +29,10 @@ function inventory(): InventoryStore {
 
 /** A whole-batch failure as plain data (lock timeout or an unexpected error). */
 function failure(err: unknown): StockResult {
-  const code = (err as { code?: string }).code ?? '';
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+  if (isBusy(err)) {
     return { ok: false, code: 'storage_busy', message: 'the database was busy; try again' };
   }
   return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
-}
-
-export interface BatchTask {
-  ops: StockOp[];
 }
 
 /** The pool's one task: the inventory operations of one event-loop turn, in one transaction. */

@@ -50,7 +50,7 @@ describe('a compensation that keeps failing', () => {
     // Nothing was silently dropped: the money is still captured, the stock still reserved.
     expect(ledger(svc).money(order.order_id).net).toBe(1600);
     expect(ledger(svc).products[0]).toMatchObject({ reserved: 2, available: 8 });
-    expect(svc.runtime.liveCount).toBe(0);
+    expect(svc.engine.stats().live).toBe(0);
 
     const listed = await (await svc.call('GET', '/api/v1/pipeline/orders?status=compensation_failed', { token: admin })).json();
     expect(listed.items.map((o: any) => o.order_id)).toContain(order.order_id);

@@ -31,8 +31,8 @@ describe('status reads', () => {
   it('show only states that are already committed, even while the change is still queued for the commit', async () => {
     const orderId = newId('ord');
     // Not awaited: the actor starts now and its first states are queued for this turn's commit.
-    const submitted = svc.runtime.submit({ order_id: orderId, user_id: 'alice', request: orderBody({ token: 'tok_slow' }) });
-    const seen = await svc.runtime.get(orderId);
+    const submitted = svc.engine.submit({ order_id: orderId, user_id: 'alice', request: orderBody({ token: 'tok_slow' }) });
+    const seen = await svc.engine.get(orderId);
     expect(seen).not.toBeNull();
     expect(committedRow(orderId)).toMatchObject({ status: seen!.status, state: seen!.state });
     await submitted;

@@ -87,7 +87,7 @@ describe('Idempotency-Key', () => {
     const first = await (await post('', alice, 'key-restart')).json();
     // A restart: the first service has committed everything (a second connection in the same
     // process must not wait on the first one's pending group commit).
-    await svc.runtime.flush();
+    await svc.stores.flush();
     const config = loadConfig({ DB_PATH: svc.config.dbPath, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', SEED_DEMO: 'false' });
     const second = await createService(config, createLogger('silent'));
     try {

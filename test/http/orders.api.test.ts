@@ -172,7 +172,7 @@ describe('POST /api/v1/pipeline/orders/async and GET …/status', () => {
   it('reads status from the store, so it is right for orders no longer in memory', async () => {
     const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody() });
     const { order_id } = await res.json();
-    expect(svc.runtime.liveCount).toBe(0);
+    expect(svc.engine.stats().live).toBe(0);
     const row = svc.db.prepare('SELECT status, state FROM order_snapshots WHERE order_id = ?').get(order_id);
     expect(row).toEqual({ status: 'completed', state: 'completed' });
     const status = await svc.call('GET', `/api/v1/pipeline/orders/${order_id}/status`, { token: alice });

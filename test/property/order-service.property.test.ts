@@ -2,10 +2,10 @@ import fc from 'fast-check';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OrderError, type StepErrorCode } from '../../src/domain/errors.js';
-import { SimulatedCarrier, type Carrier } from '../../src/gateways/carrier.js';
-import { StoreNotifier, type Notifier } from '../../src/gateways/notifier.js';
+import { SimulatedCarrier, type Carrier } from '../../src/gateways/carrier.gateway.js';
+import { StoreNotifier, type Notifier } from '../../src/gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from '../../src/gateways/payment.gateway.js';
-import type { Inventory } from '../../src/store/ports.js';
+import type { Inventory } from '../../src/store/store.ports.js';
 import { ledger, orderBody, startTestService, type TestService } from '../support/service.js';
 
 /*
@@ -82,8 +82,8 @@ const calls = new Map<string, number>();
 
 /** Applies the order's planned fault for a step, then lets the real implementation run. */
 async function inject<T>(orderId: string, step: Step, real: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-  const record = await svc.runtime.get(orderId);
-  const plan = record && plans.get(record.user_id);
+  const view = await svc.engine.get(orderId);
+  const plan = view && plans.get(view.user_id);
   const fault = plan?.faults[step] ?? { kind: 'ok' };
   const key = `${orderId}:${step}`;
   const n = (calls.get(key) ?? 0) + 1;
@@ -117,7 +117,7 @@ beforeAll(async () => {
         inventory: (real): Inventory => ({
           reserve: (orderId, items) => inject(orderId, 'reserve', () => real.reserve(orderId, items)),
           release: (orderId) => inject(orderId, 'release', () => real.release(orderId)),
-          commit: (orderId) => real.commit(orderId),
+          sell: (orderId) => real.sell(orderId),
         }),
       },
     },
@@ -129,8 +129,8 @@ let runNo = 0;
 
 async function settle(orderId: string, adminToken: string): Promise<any> {
   for (let round = 0; round < 20; round++) {
-    const { record } = await svc.runtime.waitForSettled(orderId, 15_000);
-    if (record.status === 'compensation_failed') {
+    const { view } = await svc.engine.waitUntilSettled(orderId, 15_000);
+    if (view.status === 'compensation_failed') {
       const res = await svc.call('POST', `/api/v1/pipeline/orders/${orderId}/retry`, { token: adminToken });
       expect(res.status).toBe(202);
       continue;

@@ -5,7 +5,7 @@ import { mintToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createService, type Service, type ServiceOverrides } from '../../src/main.js';
-import type { ProductInput } from '../../src/store/ports.js';
+import type { ProductInput } from '../../src/store/store.ports.js';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!';
 

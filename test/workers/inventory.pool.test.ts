@@ -3,18 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OrderError } from '../../src/domain/errors.js';
-import { migrate, openDatabase, type Db } from '../../src/store/database.js';
 import { createLogger } from '../../src/logger.js';
-import { GroupCommit } from '../../src/store/group-commit.js';
-import { createSqliteInventory } from '../../src/store/inventory.sqlite.js';
-import type { StockLedger } from '../../src/store/ports.js';
-import { createSqliteStores } from '../../src/store/sqlite-store.js';
+import { GroupCommit } from '../../src/store/sqlite/group-commit.js';
+import { migrate, openDatabase, type Db } from '../../src/store/sqlite/sqlite.database.js';
+import { createSqliteInventory } from '../../src/store/sqlite/sqlite.inventory.js';
+import { createSqliteStores } from '../../src/store/sqlite/sqlite.stores.js';
+import type { Inventory } from '../../src/store/store.ports.js';
 import { createInventoryPool, type InventoryPool } from '../../src/workers/inventory.pool.js';
 
 let dir: string;
 let db: Db;
 let pool: InventoryPool;
-let ledger: StockLedger;
+let ledger: Pick<Inventory, 'sell'>;
 
 const stock = (sku: string) => db.prepare('SELECT available, reserved, sold, added FROM products WHERE sku = ?').get(sku) as any;
 
@@ -70,20 +70,20 @@ describe('inventory on the worker pool', () => {
     await expect(pool.reserve('ord-3', [{ sku: 'NOPE', quantity: 1 }])).rejects.toMatchObject({ code: 'unknown_sku' });
   });
 
-  it('releases once however often it is asked, and the ledger\'s commit (main thread) turns reserved stock into sold once', async () => {
+  it('releases once however often it is asked, and selling (main thread) turns reserved stock into sold once', async () => {
     await pool.reserve('ord-4', [{ sku: 'P-C', quantity: 4 }]);
     await pool.reserve('ord-5', [{ sku: 'P-C', quantity: 1 }]);
     expect((await pool.release('ord-4'))?.status).toBe('released');
     expect((await pool.release('ord-4'))?.status).toBe('released');
-    expect((await ledger.commit('ord-5')).status).toBe('committed');
-    expect((await ledger.commit('ord-5')).status).toBe('committed');
+    expect((await ledger.sell('ord-5')).status).toBe('committed');
+    expect((await ledger.sell('ord-5')).status).toBe('committed');
     expect(stock('P-C')).toEqual({ available: 9, reserved: 0, sold: 1, added: 10 });
   });
 
   it('a release that overtakes its reserve leaves a tombstone, so the late reserve takes nothing', async () => {
     expect(await pool.release('ord-6')).toBeNull();
     await expect(pool.reserve('ord-6', [{ sku: 'P-A', quantity: 1 }])).rejects.toMatchObject({ code: 'reservation_released' });
-    await expect(ledger.commit('ord-6')).rejects.toMatchObject({ code: 'reservation_released' });
+    await expect(ledger.sell('ord-6')).rejects.toMatchObject({ code: 'reservation_released' });
   });
 
   it('never oversells when many orders race for one SKU on both threads', async () => {

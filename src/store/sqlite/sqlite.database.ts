@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { MIGRATIONS, type Migration } from './migrations.js';
+import { OrderError } from '../../domain/errors.js';
+import { MIGRATIONS, type Migration } from './sqlite.migrations.js';
 
 export type Db = Database.Database;
 
@@ -28,6 +29,17 @@ export function openDatabase(path: string, options: OpenOptions = {}): Db {
 
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
+/** SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; the same call may succeed a moment later. */
+export function isBusy(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
+  return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
+}
+
+/** Lock contention as the order steps see it: `storage_busy`, which they retry. */
+export function busyError(err: unknown): OrderError {
+  return new OrderError('storage_busy', 'the database was busy; try again', { cause: err });
+}
+
 /**
  * Runs `fn`, retrying while another connection holds the write lock (SQLITE_BUSY), with
  * pauses of `pauseMs` up to `timeoutMs`. Used with `busy_timeout = 0` on the hot paths:
@@ -40,8 +52,7 @@ export function retryWhileBusy<T>(fn: () => T, timeoutMs = 5000, pauseMs = 0.05)
     try {
       return fn();
     } catch (err) {
-      const code = (err as { code?: string }).code ?? '';
-      if (!code.startsWith('SQLITE_BUSY') || performance.now() > deadline) throw err;
+      if (!isBusy(err) || performance.now() > deadline) throw err;
       Atomics.wait(pause, 0, 0, pauseMs);
     }
   }

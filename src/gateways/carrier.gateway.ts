@@ -1,7 +1,7 @@
 import { OrderError } from '../domain/errors.js';
 import { newId } from '../domain/ids.js';
 import type { OrderItemRequest, ShippingAddress, Shipment } from '../domain/order.js';
-import type { ShipmentStore } from '../store/ports.js';
+import type { ShipmentStore } from '../store/store.ports.js';
 
 export interface ShipmentRequest {
   order_id: string;

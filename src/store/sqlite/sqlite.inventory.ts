@@ -1,7 +1,17 @@
-import type { OrderItemRequest, Reservation, ReservationStatus } from '../domain/order.js';
-import type { Db } from './database.js';
-import { OrderError } from '../domain/errors.js';
-import type { InventoryStore, StockOp, StockResult } from './ports.js';
+import type { OrderItemRequest, Reservation, ReservationStatus } from '../../domain/order.js';
+import type { StockOp, StockResult } from '../../workers/inventory.wire.js';
+import type { Db } from './sqlite.database.js';
+
+/** The inventory transactions on one connection, each idempotent per order. */
+export interface SqliteInventory {
+  reserve(orderId: string, items: readonly OrderItemRequest[]): StockResult;
+  /** Releases the order's reservation, or leaves a tombstone so a late reserve cannot happen. */
+  release(orderId: string): StockResult;
+  /** Turns the reservation into sold stock and marks the order shipped. */
+  sell(orderId: string): StockResult;
+  /** Several reserves and releases in one transaction, each all-or-nothing on its own; results in order. */
+  batch(ops: readonly StockOp[]): StockResult[];
+}
 
 interface ReservationRow {
   order_id: string;
@@ -10,18 +20,19 @@ interface ReservationRow {
 }
 
 /**
- * Reserve, release and commit, each one `BEGIN IMMEDIATE` transaction: the write lock is
+ * Reserve, release and sell, each one `BEGIN IMMEDIATE` transaction: the write lock is
  * taken before the stock is read, so concurrent orders on the same SKU (from any thread)
  * serialise and stock never goes below zero. The `reservations` row per order makes each
- * operation idempotent (commit also marks the order shipped), and its `released` tombstone makes a release that overtakes its
- * reserve (a cancel while the reserve task is queued) stop that reserve from happening.
+ * operation idempotent (sell also marks the order shipped), and its `released` tombstone
+ * makes a release that overtakes its reserve (a cancel while the reserve task is queued)
+ * stop that reserve from happening.
  */
-export function createSqliteInventory(db: Db): InventoryStore {
+export function createSqliteInventory(db: Db): SqliteInventory {
   const getReservation = db.prepare<[string], ReservationRow>('SELECT order_id, status, items FROM reservations WHERE order_id = ?');
   const getStock = db.prepare<[string], { available: number }>('SELECT available FROM products WHERE sku = ?');
   const take = db.prepare('UPDATE products SET available = available - ?, reserved = reserved + ?, updated_at = ? WHERE sku = ?');
   const giveBack = db.prepare('UPDATE products SET available = available + ?, reserved = reserved - ?, updated_at = ? WHERE sku = ?');
-  const sell = db.prepare('UPDATE products SET sold = sold + ?, reserved = reserved - ?, updated_at = ? WHERE sku = ?');
+  const moveToSold = db.prepare('UPDATE products SET sold = sold + ?, reserved = reserved - ?, updated_at = ? WHERE sku = ?');
   const insertReservation = db.prepare(
     'INSERT INTO reservations (order_id, status, items, created_at, updated_at) VALUES (?, ?, ?, ?, ?)',
   );
@@ -81,14 +92,14 @@ export function createSqliteInventory(db: Db): InventoryStore {
     return { ok: true, reservation: { ...toReservation(existing), status: 'released' } };
   });
 
-  const commit = db.transaction((orderId: string): StockResult => {
+  const sell = db.transaction((orderId: string): StockResult => {
     const existing = getReservation.get(orderId);
     if (!existing || existing.status === 'released') {
-      return { ok: false, code: 'reservation_released', message: `order ${orderId} has no reservation to commit` };
+      return { ok: false, code: 'reservation_released', message: `order ${orderId} has no reservation to sell` };
     }
     if (existing.status === 'reserved') {
       const now = new Date().toISOString();
-      for (const item of toReservation(existing).items) sell.run(item.quantity, item.quantity, now, item.sku);
+      for (const item of toReservation(existing).items) moveToSold.run(item.quantity, item.quantity, now, item.sku);
       setStatus.run('committed', now, orderId);
       markShipped.run(now, orderId);
     }
@@ -110,14 +121,7 @@ export function createSqliteInventory(db: Db): InventoryStore {
   return {
     reserve: (orderId, items) => reserve.immediate(orderId, items),
     release: (orderId) => release.immediate(orderId),
-    commit: (orderId) => commit.immediate(orderId),
+    sell: (orderId) => sell.immediate(orderId),
     batch: (ops) => batch.immediate(ops),
   };
-}
-
-/** A stock result as the order steps want it: the reservation, or an `OrderError` with its code. */
-export function unwrapStockResult(result: StockResult): Reservation | null {
-  if (result.ok) return result.reservation;
-  const { ok: _ok, code, message, ...details } = result;
-  throw new OrderError(code, message, { details });
 }

@@ -1,23 +1,24 @@
-import type { Logger } from '../logger.js';
-import { retryWhileBusy, type Db } from './database.js';
+import type { Logger } from '../../logger.js';
+import { busyError, isBusy, retryWhileBusy, type Db } from './sqlite.database.js';
 
 /**
  * Group commit for the main thread's connection. Every write made during one event-loop
- * turn — step effects (order rows, charges, shipments, notifications) and the actors'
- * snapshots — goes into one transaction, committed at the end of the turn. One lock
- * acquisition and one WAL commit per turn instead of one per statement.
+ * turn goes into one transaction, committed at the end of the turn: step effects (order
+ * rows, charges, shipments, notifications) and, through `atCommit`, the order states the
+ * engine hands over then. One lock acquisition and one WAL commit per turn instead of one
+ * per statement.
  *
- * Durability: a write is durable once `flush()` resolves. The HTTP layer answers only
- * after it. A step's effect and the snapshot that records it commit together or are lost
- * together; lost ones are redone on restart, since every step is idempotent.
+ * Durability: a write is durable once `flush()` resolves. A step's effect and the state
+ * that records it commit together or are lost together; lost ones are redone on restart,
+ * since every step is idempotent.
  *
  * If a commit fails the process state has run ahead of the database: we exit, and crash
- * recovery resumes every order from its last committed snapshot.
+ * recovery resumes every order from its last committed state.
  */
 export class GroupCommit {
   private inTransaction = false;
   private scheduled: Promise<void> | null = null;
-  private readonly beforeCommit: Array<() => void> = [];
+  private hooks: Array<() => void> = [];
   private readonly begin: () => void;
 
   constructor(
@@ -35,6 +36,8 @@ export class GroupCommit {
       noWait.get();
       try {
         retryWhileBusy(() => beginImmediate.run(), backstop);
+      } catch (err) {
+        throw isBusy(err) ? busyError(err) : err;
       } finally {
         restore.get();
       }
@@ -51,15 +54,10 @@ export class GroupCommit {
     return write();
   }
 
-  /** Work to do inside the transaction just before each commit (the snapshot writer's). */
-  addBeforeCommit(hook: () => void): void {
-    this.beforeCommit.push(hook);
-  }
-
-  /** Makes sure a commit happens at the end of this turn; resolves once it has. */
-  schedule(): Promise<void> {
-    this.scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.commit());
-    return this.scheduled;
+  /** Runs `hook` inside this turn's transaction just before it commits; resolves once it has committed. */
+  atCommit(hook: () => void): Promise<void> {
+    this.hooks.push(hook);
+    return this.schedule();
   }
 
   /** Resolves when everything written so far is committed. */
@@ -67,10 +65,17 @@ export class GroupCommit {
     return this.scheduled ?? Promise.resolve();
   }
 
+  private schedule(): Promise<void> {
+    this.scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.commit());
+    return this.scheduled;
+  }
+
   private commit(): void {
+    const hooks = this.hooks;
+    this.hooks = [];
     try {
       // Hooks write through write(): `scheduled` is still set, so they join this commit.
-      for (const hook of this.beforeCommit) hook();
+      for (const hook of hooks) hook();
       if (this.inTransaction) this.db.exec('COMMIT');
     } catch (err) {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');

@@ -126,4 +126,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
     `,
   },
+  {
+    version: 3,
+    name: 'order views and ownership',
+    sql: `
+      -- What the API shows of each state, computed when it is committed (JSON); null for
+      -- rows written before views existed, which the engine fills in at start.
+      ALTER TABLE order_snapshots ADD COLUMN view TEXT;
+      -- The fence: only the owner holding the current epoch writes the order's state, and
+      -- every change of owner bumps the epoch. The version column is the change sequence number.
+      ALTER TABLE order_snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+      ALTER TABLE order_snapshots ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];

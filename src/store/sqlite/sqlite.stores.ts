@@ -1,51 +1,59 @@
-import { OrderError } from '../domain/errors.js';
-import { newId } from '../domain/ids.js';
-import type { Notification, Order, OrderLine, PipelineStatus, ShippingAddress, Shipment } from '../domain/order.js';
-import type { Db } from './database.js';
-import type { GroupCommit } from './group-commit.js';
+import { OrderError } from '../../domain/errors.js';
+import { newId } from '../../domain/ids.js';
+import type { Notification, Order, OrderLine, ShippingAddress, Shipment } from '../../domain/order.js';
+import type { Logger } from '../../logger.js';
+import { unwrapStockResult } from '../../workers/inventory.wire.js';
 import type {
   CatalogStore,
   ChargeRecord,
   IdempotencyEntry,
   IdempotencyStore,
+  Inventory,
   NotificationStore,
   OrderRecordStore,
   PaymentLedger,
   Product,
   ProductInput,
   ShipmentStore,
-  SnapshotQuery,
-  SnapshotRecord,
-  SnapshotStore,
-  StockLedger,
-} from './ports.js';
-import { createSqliteInventory, unwrapStockResult } from './inventory.sqlite.js';
+  Stores,
+} from '../store.ports.js';
+import { GroupCommit } from './group-commit.js';
+import { migrate, openDatabase, type Db } from './sqlite.database.js';
+import { createSqliteInventory } from './sqlite.inventory.js';
+import { createSqliteOrderStates } from './sqlite.order-states.js';
 
-export interface SqliteStores {
-  catalog: CatalogStore;
-  orders: OrderRecordStore;
-  snapshots: SnapshotStore;
-  payments: PaymentLedger;
-  shipments: ShipmentStore;
-  notifications: NotificationStore;
-  idempotency: IdempotencyStore;
-  stock: StockLedger;
+/** The embedded store: one SQLite file, its main-thread connection and group commit. */
+export interface SqliteStore {
+  stores: Stores;
+  /** The main thread's connection (tests read it; nothing else should write through it). */
+  db: Db;
+  path: string;
+  close(): void;
+}
+
+/** Opens (creating if needed) and migrates the SQLite file, and builds every store on it. */
+export function openSqliteStore(path: string, logger: Logger): SqliteStore {
+  const db = openDatabase(path);
+  migrate(db);
+  const stores = createSqliteStores(db, new GroupCommit(db, logger));
+  return { stores, db, path, close: () => db.close() };
 }
 
 /**
  * Every store the main thread uses, on one connection with prepared statements. All their
- * writes go through the connection's group commit: durable once `commits.flush()` resolves.
+ * writes go through the connection's group commit: durable once `flush()` resolves.
  */
-export function createSqliteStores(db: Db, commits: GroupCommit): SqliteStores {
+export function createSqliteStores(db: Db, commits: GroupCommit): Stores {
   return {
+    states: createSqliteOrderStates(db, commits),
     catalog: createCatalogStore(db, commits),
     orders: createOrderRecordStore(db, commits),
-    snapshots: createSnapshotStore(db, commits),
     payments: createPaymentLedger(db, commits),
     shipments: createShipmentStore(db, commits),
     notifications: createNotificationStore(db, commits),
     idempotency: createIdempotencyStore(db, commits),
-    stock: createStockLedger(db, commits),
+    stock: createStockSale(db, commits),
+    flush: () => commits.flush(),
   };
 }
 
@@ -158,45 +166,6 @@ function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore 
     },
     async close(orderId, status, fallback) {
       commits.write(() => close(orderId, status, fallback));
-    },
-  };
-}
-
-function createSnapshotStore(db: Db, commits: GroupCommit): SnapshotStore {
-  const columns = 'order_id, user_id, status, state, snapshot, created_at, updated_at';
-  const upsert = db.prepare(
-    `INSERT INTO order_snapshots (order_id, user_id, status, state, snapshot, version, created_at, updated_at)
-     VALUES (@order_id, @user_id, @status, @state, @snapshot, 1, @created_at, @updated_at)
-     ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, state = excluded.state,
-       snapshot = excluded.snapshot, version = version + 1, updated_at = excluded.updated_at`,
-  );
-  const saveMany = db.transaction((records: readonly SnapshotRecord[]) => {
-    for (const r of records) upsert.run(r);
-  });
-  const get = db.prepare<[string], SnapshotRecord>(`SELECT ${columns} FROM order_snapshots WHERE order_id = ?`);
-  const unfinished = db.prepare<[], SnapshotRecord>(`SELECT ${columns} FROM order_snapshots WHERE status = 'processing' ORDER BY order_id`);
-
-  return {
-    // Not `async`: called inside the group commit, a failure must throw there and then.
-    saveMany(records) {
-      if (records.length > 0) commits.write(() => saveMany(records));
-      return commits.flush();
-    },
-    async get(orderId) {
-      return get.get(orderId) ?? null;
-    },
-    async list(query: SnapshotQuery) {
-      const where: string[] = [];
-      const params: Array<string | number> = [];
-      if (query.user_id !== undefined) (where.push('user_id = ?'), params.push(query.user_id));
-      if (query.status !== undefined) (where.push('status = ?'), params.push(query.status));
-      if (query.before !== undefined) (where.push('order_id < ?'), params.push(query.before));
-      const sql = `SELECT ${columns} FROM order_snapshots ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-                   ORDER BY order_id DESC LIMIT ?`;
-      return db.prepare<Array<string | number>, SnapshotRecord>(sql).all(...params, query.limit);
-    },
-    async listUnfinished() {
-      return unfinished.all();
     },
   };
 }
@@ -364,13 +333,11 @@ function createIdempotencyStore(db: Db, commits: GroupCommit): IdempotencyStore 
 }
 
 /** Selling a shipped order's reserved stock, in the same commit as its shipment (see `Inventory`). */
-function createStockLedger(db: Db, commits: GroupCommit): StockLedger {
+function createStockSale(db: Db, commits: GroupCommit): Pick<Inventory, 'sell'> {
   const inventory = createSqliteInventory(db);
   return {
-    async commit(orderId) {
-      return unwrapStockResult(commits.write(() => inventory.commit(orderId)))!;
+    async sell(orderId) {
+      return unwrapStockResult(commits.write(() => inventory.sell(orderId)))!;
     },
   };
 }
-
-export type { PipelineStatus };

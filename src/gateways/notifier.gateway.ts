@@ -1,6 +1,6 @@
 import { newId } from '../domain/ids.js';
 import type { Notification, NotificationKind } from '../domain/order.js';
-import type { NotificationStore } from '../store/ports.js';
+import type { NotificationStore } from '../store/store.ports.js';
 
 export interface NotificationRequest {
   order_id: string;

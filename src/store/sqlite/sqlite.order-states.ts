@@ -1,0 +1,96 @@
+import type { PipelineStatus } from '../../domain/order.js';
+import type { OrderQuery } from '../../orders/order.engine.js';
+import type { OrderView } from '../../orders/order.view.js';
+import type { OrderStateStore, OrderStateWrite, StoredOrder } from '../store.ports.js';
+import type { GroupCommit } from './group-commit.js';
+import type { Db } from './sqlite.database.js';
+
+/** A stored order as SQLite returns it: the view still as JSON. */
+type StoredRow = Omit<StoredOrder, 'view'> & { view: string };
+
+const STORED = 'order_id, user_id, status, version AS seq, owner, epoch, view, snapshot';
+
+const toStored = (row: StoredRow): StoredOrder => ({ ...row, view: JSON.parse(row.view) as OrderView });
+
+/**
+ * Order states in `order_snapshots`, one row per order: its latest persisted snapshot,
+ * its view (JSON), and the fence (`owner`, `epoch`). A state joins the connection's group
+ * commit, so it commits with the step effects of its turn.
+ */
+export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStateStore {
+  // Inserted, or updated only where the writer still holds the order's epoch.
+  const upsert = db.prepare(
+    `INSERT INTO order_snapshots (order_id, user_id, status, state, snapshot, view, version, owner, epoch, created_at, updated_at)
+     VALUES (@order_id, @user_id, @status, @state, @snapshot, @view, @seq, @owner, @epoch, @created_at, @updated_at)
+     ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, state = excluded.state, snapshot = excluded.snapshot,
+       view = excluded.view, version = excluded.version, updated_at = excluded.updated_at
+     WHERE order_snapshots.owner = excluded.owner AND order_snapshots.epoch = excluded.epoch`,
+  );
+  const getView = db.prepare<[string], { view: string }>('SELECT view FROM order_snapshots WHERE order_id = ?');
+  const claimUnfinished = db.prepare<[string], StoredRow>(
+    `UPDATE order_snapshots SET owner = ?, epoch = epoch + 1 WHERE status = 'processing' RETURNING ${STORED}`,
+  );
+  const claimParked = db.prepare<[string, string], StoredRow>(
+    `UPDATE order_snapshots SET owner = ?, epoch = epoch + 1 WHERE order_id = ? AND status = 'compensation_failed' RETURNING ${STORED}`,
+  );
+  const missingViews = db.prepare<[number], { order_id: string; status: PipelineStatus; state: string; snapshot: string; updated_at: string }>(
+    'SELECT order_id, status, state, snapshot, updated_at FROM order_snapshots WHERE view IS NULL ORDER BY order_id LIMIT ?',
+  );
+  const setView = db.prepare('UPDATE order_snapshots SET view = ? WHERE order_id = ? AND view IS NULL');
+  const listQueries = new Map<string, ReturnType<typeof db.prepare<unknown[], { view: string }>>>();
+
+  function writeStates(states: readonly OrderStateWrite[]): Set<string> {
+    const fenced = new Set<string>();
+    for (const s of states) {
+      const { changes } = upsert.run({ ...s, view: JSON.stringify(s.view) });
+      if (changes === 0) fenced.add(s.order_id);
+    }
+    return fenced;
+  }
+
+  return {
+    commitTurn(collect) {
+      let fenced: ReadonlySet<string> = new Set();
+      return commits
+        .atCommit(() => {
+          const states = collect();
+          if (states.length > 0) fenced = commits.write(() => writeStates(states));
+        })
+        .then(() => ({ fenced }));
+    },
+    async getView(orderId) {
+      const row = getView.get(orderId);
+      return row ? (JSON.parse(row.view) as OrderView) : null;
+    },
+    async listViews(query: OrderQuery) {
+      const where: string[] = [];
+      const params: Array<string | number> = [];
+      if (query.user_id !== undefined) (where.push('user_id = ?'), params.push(query.user_id));
+      if (query.status !== undefined) (where.push('status = ?'), params.push(query.status));
+      if (query.before !== undefined) (where.push('order_id < ?'), params.push(query.before));
+      const sql = `SELECT view FROM order_snapshots ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY order_id DESC LIMIT ?`;
+      let statement = listQueries.get(sql);
+      if (!statement) listQueries.set(sql, (statement = db.prepare(sql)));
+      return statement.all(...params, query.limit).map((r) => JSON.parse(r.view) as OrderView);
+    },
+    async claimUnfinished(owner) {
+      const rows = commits.write(() => claimUnfinished.all(owner));
+      await commits.flush();
+      return rows.sort((a, b) => (a.order_id < b.order_id ? -1 : 1)).map(toStored);
+    },
+    async claimParked(orderId, owner) {
+      const row = commits.write(() => claimParked.get(owner, orderId));
+      await commits.flush();
+      return row ? toStored(row) : null;
+    },
+    async listMissingViews(limit) {
+      return missingViews.all(limit);
+    },
+    async saveViews(views) {
+      commits.write(() => {
+        for (const view of views) setView.run(JSON.stringify(view), view.order_id);
+      });
+      await commits.flush();
+    },
+  };
+}

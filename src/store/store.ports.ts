@@ -1,0 +1,204 @@
+import type {
+  Notification,
+  NotificationKind,
+  Order,
+  OrderItemRequest,
+  OrderRequest,
+  Payment,
+  PipelineStatus,
+  Reservation,
+  ShippingAddress,
+  Shipment,
+} from '../domain/order.js';
+import type { OrderQuery } from '../orders/order.engine.js';
+import type { OrderView } from '../orders/order.view.js';
+
+/*
+ * The storage the order logic needs, shaped by that logic rather than by a database.
+ * `sqlite/` implements every port; another store implements the same ports and passes the
+ * same contract tests (test/store/). Failures a step should see are `OrderError`s with a
+ * code (`storage_busy` when the store is contended), never a driver's error.
+ */
+
+// --- order states: what the engine commits and reads --------------------------------
+
+/**
+ * One committed state of an order. `owner` and `epoch` fence it: only the owner holding the
+ * current epoch may write the order's state, and every change of owner bumps the epoch.
+ */
+export interface OrderStateWrite {
+  order_id: string;
+  user_id: string;
+  status: PipelineStatus;
+  /** The step the order is at, e.g. `paying`. */
+  state: string;
+  /** The change sequence number: 1 for the first state, one more for each commit. */
+  seq: number;
+  owner: string;
+  epoch: number;
+  view: OrderView;
+  /** The machine's persisted snapshot as JSON; opaque to the store. */
+  snapshot: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A stored order as the engine restores it. */
+export interface StoredOrder {
+  order_id: string;
+  user_id: string;
+  status: PipelineStatus;
+  seq: number;
+  owner: string;
+  epoch: number;
+  view: OrderView;
+  snapshot: string;
+}
+
+export interface CommitResult {
+  /** Orders whose state was refused because another owner holds a newer epoch (`stale_epoch`). */
+  fenced: ReadonlySet<string>;
+}
+
+export interface OrderStateStore {
+  /**
+   * One unit of work, committed at the end of the current event-loop turn: the states
+   * `collect()` returns then, and every domain write made through this store's connection
+   * since the previous unit, in one transaction. Each state is written only if its
+   * `(owner, epoch)` still holds the order; the others are refused and reported. Resolves
+   * once the unit is durable; rejects if it could not be committed.
+   */
+  commitTurn(collect: () => readonly OrderStateWrite[]): Promise<CommitResult>;
+  getView(orderId: string): Promise<OrderView | null>;
+  listViews(query: OrderQuery): Promise<OrderView[]>;
+  /**
+   * Takes over every unfinished (processing) order for `owner`, bumping each one's epoch:
+   * from now on only `owner` may write them.
+   */
+  claimUnfinished(owner: string): Promise<StoredOrder[]>;
+  /** Takes over the order for `owner` if it is parked in `compensation_failed`; null otherwise. */
+  claimParked(orderId: string, owner: string): Promise<StoredOrder | null>;
+  /** Orders stored before views were (up to `limit`): their snapshots, to compute views from. */
+  listMissingViews(limit: number): Promise<Array<Pick<StoredOrder, 'order_id' | 'status' | 'snapshot'> & { state: string; updated_at: string }>>;
+  saveViews(views: readonly OrderView[]): Promise<void>;
+}
+
+// --- the catalog ---------------------------------------------------------------------
+
+export interface Product {
+  sku: string;
+  name: string;
+  price_cents: number;
+  available: number;
+  reserved: number;
+  sold: number;
+  /** Stock ever added: always available + reserved + sold. */
+  added: number;
+}
+
+export interface ProductInput {
+  sku: string;
+  name: string;
+  price_cents: number;
+  available: number;
+}
+
+export interface CatalogStore {
+  findProducts(skus: readonly string[]): Promise<Map<string, Product>>;
+  getProduct(sku: string): Promise<Product | null>;
+  listProducts(): Promise<Product[]>;
+  /** Creates or updates a product; setting `available` adds (or removes) stock, keeping the invariant. Durable when it resolves. */
+  upsertProduct(input: ProductInput): Promise<{ product: Product; created: boolean }>;
+}
+
+// --- the steps' effects, each idempotent per order ------------------------------------
+
+export interface OrderRecordStore {
+  /** Stores the placed order once; a second call returns the stored one. Fails with `order_cancelled` if closed first. */
+  place(order: Order, shipping: ShippingAddress): Promise<Order>;
+  /** Closes the order as cancelled or failed, storing it from the request if it was never placed. */
+  close(orderId: string, status: 'cancelled' | 'failed', fallback: { user_id: string; request: OrderRequest; created_at: string }): Promise<void>;
+}
+
+/**
+ * Stock as the order steps see it. Reserve and release run on the worker pool (contended
+ * between orders). Selling a shipped order's reservation runs in the main thread's unit of
+ * work, so shipment, sold stock, the order's `shipped` status and the state recording them
+ * commit together.
+ */
+export interface Inventory {
+  /** All lines or none; fails with `insufficient_stock` / `unknown_sku`, or `reservation_released` after a release. */
+  reserve(orderId: string, items: readonly OrderItemRequest[]): Promise<Reservation>;
+  /** Releases the order's reservation, or leaves a tombstone so a late reserve does nothing. */
+  release(orderId: string): Promise<Reservation | null>;
+  /** Turns the reservation into sold stock and marks the order shipped; idempotent. */
+  sell(orderId: string): Promise<Reservation>;
+}
+
+export interface ChargeRecord extends Payment {
+  decline_code: string | null;
+}
+
+/** The simulated payment gateway's ledger of charges and refunds. */
+export interface PaymentLedger {
+  findCharge(orderId: string): Promise<ChargeRecord | null>;
+  /** Inserts the charge unless the order already has one; returns whichever is stored. */
+  recordCharge(charge: ChargeRecord & { idempotency_key: string }): Promise<ChargeRecord>;
+  /** Refunds the order's charge in full once; voids the order when it has no charge yet. */
+  refundOrder(orderId: string, idempotencyKey: string): Promise<ChargeRecord>;
+}
+
+export interface ShipmentStore {
+  find(orderId: string): Promise<Shipment | null>;
+  insert(shipment: Shipment & { idempotency_key: string }): Promise<Shipment>;
+}
+
+export interface NotificationStore {
+  /** Inserts once per idempotency key; returns the stored notification. */
+  insert(n: Notification & { idempotency_key: string; payload: unknown }): Promise<Notification>;
+  listForOrder(orderId: string): Promise<Notification[]>;
+}
+
+// --- the HTTP layer's own records ----------------------------------------------------
+
+export interface IdempotencyEntry {
+  user_id: string;
+  key: string;
+  /** Hash of the endpoint and the validated body: the same key with another request is refused. */
+  request_hash: string;
+  order_id: string;
+  /** The validated request, so an order lost between claim and start can still be started. */
+  request: string;
+  response_status: number | null;
+  response_body: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface IdempotencyStore {
+  /** Records the key unless a live entry exists; returns the stored entry either way. */
+  claim(entry: IdempotencyEntry): Promise<{ claimed: boolean; entry: IdempotencyEntry }>;
+  /** Stores the first answer given for the key; durable when it resolves. */
+  complete(userId: string, key: string, status: number, body: string): Promise<void>;
+  get(userId: string, key: string): Promise<IdempotencyEntry | null>;
+  /** Forgets entries past their expiry; returns how many. */
+  purgeExpired(now: Date): Promise<number>;
+}
+
+// --- everything one store provides ---------------------------------------------------
+
+export interface Stores {
+  states: OrderStateStore;
+  catalog: CatalogStore;
+  orders: OrderRecordStore;
+  payments: PaymentLedger;
+  shipments: ShipmentStore;
+  notifications: NotificationStore;
+  idempotency: IdempotencyStore;
+  /** The main thread's part of `Inventory`: selling shipped stock. */
+  stock: Pick<Inventory, 'sell'>;
+  /** Resolves once every write made so far is durable. */
+  flush(): Promise<void>;
+}
+
+export type { NotificationKind };

@@ -1,0 +1,24 @@
+import { OrderError, type StepErrorCode } from '../domain/errors.js';
+import type { OrderItemRequest, Reservation } from '../domain/order.js';
+
+/*
+ * What travels between the inventory pool and its worker threads: plain data, since error
+ * classes do not survive the trip. One task carries the operations of one event-loop turn.
+ */
+
+export type StockOp = { op: 'reserve'; order_id: string; items: OrderItemRequest[] } | { op: 'release'; order_id: string };
+
+export type StockResult =
+  | { ok: true; reservation: Reservation | null }
+  | { ok: false; code: StepErrorCode; message: string; sku?: string; requested?: number; available?: number };
+
+export interface BatchTask {
+  ops: StockOp[];
+}
+
+/** A stock result as the order steps want it: the reservation, or an `OrderError` with its code. */
+export function unwrapStockResult(result: StockResult): Reservation | null {
+  if (result.ok) return result.reservation;
+  const { ok: _ok, code, message, ...details } = result;
+  throw new OrderError(code, message, { details });
+}
