@@ -9,11 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../test/support/process.js';
+import { freePort } from '../scripts/support/free-port.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-// The same free-port probe the tests use.
 export { freePort };
 
 /** Variables the service reads: never inherited from the caller's shell, so every run uses the same config. */
