@@ -44,6 +44,7 @@ const engine: OrderEngine = {
   waitUntilSettled: async () => ({ settled: true, view: canned }),
   get: async () => canned,
   list: async () => [canned],
+  history: async () => [],
   cancel: unused,
   retry: unused,
   subscribe: () => () => undefined,

@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
 import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
 import type { OrderStateStore, OrderStateWrite, StoredOrder } from '../store/store.ports.js';
-import type { NewOrder, OrderChange, OrderChangeListener, OrderEngine, OrderQuery } from './order.engine.js';
+import type { CommitInfo, NewOrder, OrderChange, OrderChangeListener, OrderEngine, OrderQuery } from './order.engine.js';
 import { toOrderView, viewAsOf, type OrderView } from './order.view.js';
 
 export interface LocalEngineOptions {
@@ -117,6 +117,11 @@ export class LocalOrderEngine implements OrderEngine {
   async list(query: OrderQuery): Promise<OrderView[]> {
     const now = Date.now();
     return (await this.options.states.listViews(query)).map((view) => viewAsOf(view, now));
+  }
+
+  async history(orderId: string, afterSeq: number, limit: number): Promise<OrderChange[]> {
+    const changes = await this.options.states.listChanges(orderId, afterSeq, limit);
+    return changes.map(({ order_id, seq, view }) => ({ order_id, seq, view }));
   }
 
   async waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }> {
@@ -262,14 +267,16 @@ export class LocalOrderEngine implements OrderEngine {
   private async commitNext(): Promise<void> {
     if (this.inflight) await this.inflight.catch(() => undefined);
     let batch: Array<{ entry: LiveOrder; write: OrderStateWrite }> = [];
+    let started = 0;
     const commit = this.options.states.commitTurn(() => {
+      started = performance.now();
       this.next = null;
       batch = [...this.dirty].map((entry) => ({ entry, write: this.collect(entry) }));
       this.dirty.clear();
       return batch.map((b) => b.write);
     });
     this.inflight = commit.then(
-      ({ fenced }) => this.committed(batch, fenced),
+      ({ fenced }) => this.committed(batch, fenced, performance.now() - started),
       (err: unknown) => {
         // The store has already given up on this process (SQLite exits); never answer from it.
         this.options.logger.error({ err, orders: batch.length }, 'committing order states failed');
@@ -306,7 +313,7 @@ export class LocalOrderEngine implements OrderEngine {
     };
   }
 
-  private committed(batch: ReadonlyArray<{ entry: LiveOrder; write: OrderStateWrite }>, fenced: ReadonlySet<string>): void {
+  private committed(batch: ReadonlyArray<{ entry: LiveOrder; write: OrderStateWrite }>, fenced: ReadonlySet<string>, durationMs: number): void {
     const changes: OrderChange[] = [];
     for (const { entry, write } of batch) {
       if (fenced.has(write.order_id)) {
@@ -324,10 +331,11 @@ export class LocalOrderEngine implements OrderEngine {
         this.options.logger.info({ order_id: write.order_id, stage: failure?.stage ?? write.state, status: write.status, code: failure?.code }, `order ${write.status}`);
       }
     }
-    if (changes.length === 0) return;
+    if (batch.length === 0) return;
+    const info: CommitInfo = { states: changes.length, fenced: batch.length - changes.length, duration_ms: durationMs };
     for (const listener of this.listeners) {
       try {
-        listener(changes);
+        listener(changes, info);
       } catch (err) {
         this.options.logger.error({ err }, 'an order change listener failed');
       }

@@ -31,7 +31,16 @@ export interface OrderChange {
   view: OrderView;
 }
 
-export type OrderChangeListener = (changes: readonly OrderChange[]) => void;
+/** What a commit carried, for whoever measures the engine. */
+export interface CommitInfo {
+  /** Order states committed (the changes) and refused as stale. */
+  states: number;
+  fenced: number;
+  /** From the start of the commit to its being durable. */
+  duration_ms: number;
+}
+
+export type OrderChangeListener = (changes: readonly OrderChange[], commit: CommitInfo) => void;
 
 export interface OrderEngine {
   /** False once draining has begun: no new orders, no new changes from clients. */
@@ -54,6 +63,9 @@ export interface OrderEngine {
    * latest committed view when `timeoutMs` passes first. Fails with `not_found`.
    */
   waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }>;
+
+  /** The order's committed changes after `afterSeq` (0: from the first), oldest first, at most `limit`. */
+  history(orderId: string, afterSeq: number, limit: number): Promise<OrderChange[]>;
 
   /** Sends CANCEL; `invalid_transition` once the order has shipped or settled. Resolves with the committed result. */
   cancel(orderId: string): Promise<OrderView>;

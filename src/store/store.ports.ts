@@ -55,6 +55,15 @@ export interface StoredOrder {
   snapshot: string;
 }
 
+/** One committed change of an order, as its history keeps it. */
+export interface OrderChangeRecord {
+  order_id: string;
+  seq: number;
+  /** When it was committed (the state's `updated_at`). */
+  at: string;
+  view: OrderView;
+}
+
 export interface CommitResult {
   /** Orders whose state was refused because another owner holds a newer epoch (`stale_epoch`). */
   fenced: ReadonlySet<string>;
@@ -71,6 +80,8 @@ export interface OrderStateStore {
   commitTurn(collect: () => readonly OrderStateWrite[]): Promise<CommitResult>;
   getView(orderId: string): Promise<OrderView | null>;
   listViews(query: OrderQuery): Promise<OrderView[]>;
+  /** The order's committed changes with `seq` above `afterSeq`, oldest first, at most `limit`. */
+  listChanges(orderId: string, afterSeq: number, limit: number): Promise<OrderChangeRecord[]>;
   /**
    * Takes over every unfinished (processing) order for `owner`, bumping each one's epoch:
    * from now on only `owner` may write them.
@@ -185,6 +196,31 @@ export interface IdempotencyStore {
   purgeExpired(now: Date): Promise<number>;
 }
 
+/** Who did what to whom, from where, and how it ended: admin actions, newest first. */
+export interface AuditEntry {
+  id: string;
+  at: string;
+  /** The acting user (the token's `sub`) and role. */
+  actor: string;
+  role: string;
+  /** e.g. `inventory.upsert`, `order.retry`, `order.create_for_user`. */
+  action: string;
+  /** What it was done to: a SKU, an order id. */
+  target: string;
+  /** The client address, when known. */
+  address: string | null;
+  /** The HTTP status answered, and the problem code when it was refused or failed. */
+  status: number;
+  code: string | null;
+  details: Record<string, unknown> | null;
+}
+
+export interface AuditStore {
+  record(entry: AuditEntry): Promise<void>;
+  /** Newest first; `before` is an entry id from a previous page. */
+  list(query: { before?: string; limit: number }): Promise<AuditEntry[]>;
+}
+
 // --- everything one store provides ---------------------------------------------------
 
 export interface Stores {
@@ -195,6 +231,7 @@ export interface Stores {
   shipments: ShipmentStore;
   notifications: NotificationStore;
   idempotency: IdempotencyStore;
+  audit: AuditStore;
   /** The main thread's part of `Inventory`: selling shipped stock. */
   stock: Pick<Inventory, 'sell'>;
   /** Resolves once every write made so far is durable. */

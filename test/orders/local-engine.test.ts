@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import { newId } from '../../src/domain/ids.js';
 import { stateName } from '../../src/machines/order.status.js';
-import type { OrderChange } from '../../src/orders/order.engine.js';
+import type { CommitInfo, OrderChange } from '../../src/orders/order.engine.js';
 import { orderBody, startTestService, waitForState, type TestService } from '../support/service.js';
 
 /*
@@ -51,8 +51,10 @@ afterAll(async () => {
 describe('the local order engine', () => {
   it('tells subscribers each change after it is committed, numbered 1, 2, 3… to the final one', async () => {
     const seen: Array<OrderChange & { row: ReturnType<typeof row> }> = [];
+    const commits: CommitInfo[] = [];
     const orderId = newId('ord');
-    const unsubscribe = svc.engine.subscribe((changes) => {
+    const unsubscribe = svc.engine.subscribe((changes, commit) => {
+      commits.push(commit);
       for (const c of changes) if (c.order_id === orderId) seen.push({ ...c, row: row(orderId) });
     });
     try {
@@ -72,6 +74,10 @@ describe('the local order engine', () => {
     }
     // One change per commit: the states of one turn commit as its latest.
     expect(seen.length).toBeGreaterThanOrEqual(2);
+    // The history keeps exactly what was told, and each commit says what it carried.
+    expect(await svc.engine.history(orderId, 0, 100)).toEqual(seen.map(({ row: _row, ...change }) => change));
+    expect(await svc.engine.history(orderId, seen.length - 1, 100)).toEqual([expect.objectContaining({ seq: seen.length })]);
+    expect(commits.every((c) => c.states >= 1 && c.fenced === 0 && c.duration_ms >= 0)).toBe(true);
   });
 
   it('forwards inspection events only once the states they lead to are committed', async () => {

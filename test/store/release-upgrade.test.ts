@@ -51,6 +51,11 @@ describe('a database written by release 0.1.0', () => {
     expect(svc.db.prepare('SELECT COUNT(*) FROM order_snapshots WHERE view IS NULL').pluck().get()).toBe(0);
   });
 
+  it("starts each order's history with its stored state", async () => {
+    const [change] = await svc.engine.history(fixture.orders.completed, 0, 10);
+    expect(change).toEqual({ order_id: fixture.orders.completed, seq: expect.any(Number), view: fixture.status_answers.completed });
+  });
+
   it('answers for its final orders exactly as that release did', async () => {
     for (const kind of ['completed', 'failed'] as const) {
       expect(await status(fixture.orders[kind]), kind).toEqual(fixture.status_answers[kind]);

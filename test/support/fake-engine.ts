@@ -45,6 +45,10 @@ export class FakeEngine implements OrderEngine {
     this.views.set(orderId, settled);
     return { settled: outcome.settled, view: settled };
   }
+  async history(orderId: string) {
+    const view = this.views.get(orderId);
+    return view ? [{ order_id: orderId, seq: 1, view }] : [];
+  }
   async cancel(orderId: string) {
     this.calls.push({ method: 'cancel', args: [orderId] });
     const view = { ...this.views.get(orderId)!, status: 'cancelled' as const, state: 'cancelled' };

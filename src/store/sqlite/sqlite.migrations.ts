@@ -139,4 +139,35 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE order_snapshots ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 4,
+    name: 'order history and audit log',
+    sql: `
+      -- Every committed change of every order, as the API showed it then (the view, JSON).
+      CREATE TABLE order_changes (
+        order_id  TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        at        TEXT NOT NULL,
+        view      TEXT NOT NULL,
+        PRIMARY KEY (order_id, seq)
+      ) STRICT, WITHOUT ROWID;
+      -- Orders stored before the history have their latest state as their first change.
+      INSERT INTO order_changes (order_id, seq, at, view)
+        SELECT order_id, version, updated_at, view FROM order_snapshots WHERE view IS NOT NULL;
+
+      -- Admin actions: who, what, to what, from where, and how it ended. Ids sort by time.
+      CREATE TABLE audit_log (
+        id       TEXT PRIMARY KEY,
+        at       TEXT NOT NULL,
+        actor    TEXT NOT NULL,
+        role     TEXT NOT NULL,
+        action   TEXT NOT NULL,
+        target   TEXT NOT NULL,
+        address  TEXT,
+        status   INTEGER NOT NULL,
+        code     TEXT,
+        details  TEXT
+      ) STRICT;
+    `,
+  },
 ];

@@ -26,6 +26,10 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
        view = excluded.view, version = excluded.version, updated_at = excluded.updated_at
      WHERE order_snapshots.owner = excluded.owner AND order_snapshots.epoch = excluded.epoch`,
   );
+  const recordChange = db.prepare('INSERT INTO order_changes (order_id, seq, at, view) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING');
+  const changesAfter = db.prepare<[string, number, number], { order_id: string; seq: number; at: string; view: string }>(
+    'SELECT order_id, seq, at, view FROM order_changes WHERE order_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+  );
   const getView = db.prepare<[string], { view: string }>('SELECT view FROM order_snapshots WHERE order_id = ?');
   const claimUnfinished = db.prepare<[string], StoredRow>(
     `UPDATE order_snapshots SET owner = ?, epoch = epoch + 1 WHERE status = 'processing' RETURNING ${STORED}`,
@@ -37,13 +41,17 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
     'SELECT order_id, status, state, snapshot, updated_at FROM order_snapshots WHERE view IS NULL ORDER BY order_id LIMIT ?',
   );
   const setView = db.prepare('UPDATE order_snapshots SET view = ? WHERE order_id = ? AND view IS NULL');
+  const firstChange = db.prepare(
+    'INSERT INTO order_changes (order_id, seq, at, view) SELECT order_id, version, updated_at, view FROM order_snapshots WHERE order_id = ? ON CONFLICT DO NOTHING',
+  );
   const listQueries = new Map<string, ReturnType<typeof db.prepare<unknown[], { view: string }>>>();
 
   function writeStates(states: readonly OrderStateWrite[]): Set<string> {
     const fenced = new Set<string>();
     for (const s of states) {
-      const { changes } = upsert.run({ ...s, view: JSON.stringify(s.view) });
-      if (changes === 0) fenced.add(s.order_id);
+      const view = JSON.stringify(s.view);
+      if (upsert.run({ ...s, view }).changes === 0) fenced.add(s.order_id);
+      else recordChange.run(s.order_id, s.seq, s.updated_at, view);
     }
     return fenced;
   }
@@ -73,6 +81,9 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
       if (!statement) listQueries.set(sql, (statement = db.prepare(sql)));
       return statement.all(...params, query.limit).map((r) => JSON.parse(r.view) as OrderView);
     },
+    async listChanges(orderId, afterSeq, limit) {
+      return changesAfter.all(orderId, afterSeq, limit).map((r) => ({ ...r, view: JSON.parse(r.view) as OrderView }));
+    },
     async claimUnfinished(owner) {
       const rows = commits.write(() => claimUnfinished.all(owner));
       await commits.flush();
@@ -88,7 +99,10 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
     },
     async saveViews(views) {
       commits.write(() => {
-        for (const view of views) setView.run(JSON.stringify(view), view.order_id);
+        for (const view of views) {
+          setView.run(JSON.stringify(view), view.order_id);
+          firstChange.run(view.order_id);
+        }
       });
       await commits.flush();
     },

@@ -4,6 +4,8 @@ import type { Notification, Order, OrderLine, ShippingAddress, Shipment } from '
 import type { Logger } from '../../logger.js';
 import { unwrapStockResult } from '../../workers/inventory.wire.js';
 import type {
+  AuditEntry,
+  AuditStore,
   CatalogStore,
   ChargeRecord,
   IdempotencyEntry,
@@ -52,6 +54,7 @@ export function createSqliteStores(db: Db, commits: GroupCommit): Stores {
     shipments: createShipmentStore(db, commits),
     notifications: createNotificationStore(db, commits),
     idempotency: createIdempotencyStore(db, commits),
+    audit: createAuditStore(db, commits),
     stock: createStockSale(db, commits),
     flush: () => commits.flush(),
   };
@@ -331,6 +334,25 @@ function createIdempotencyStore(db: Db, commits: GroupCommit): IdempotencyStore 
     },
   };
 }
+
+function createAuditStore(db: Db, commits: GroupCommit): AuditStore {
+  const columns = 'id, at, actor, role, action, target, address, status, code, details';
+  const insert = db.prepare(`INSERT INTO audit_log (${columns}) VALUES (@id, @at, @actor, @role, @action, @target, @address, @status, @code, @details)`);
+  const newest = db.prepare<[number], AuditRow>(`SELECT ${columns} FROM audit_log ORDER BY id DESC LIMIT ?`);
+  const before = db.prepare<[string, number], AuditRow>(`SELECT ${columns} FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?`);
+  const toEntry = (row: AuditRow): AuditEntry => ({ ...row, details: row.details === null ? null : (JSON.parse(row.details) as Record<string, unknown>) });
+  return {
+    async record(entry) {
+      commits.write(() => insert.run({ ...entry, details: entry.details === null ? null : JSON.stringify(entry.details) }));
+      await commits.flush();
+    },
+    async list(query) {
+      return (query.before === undefined ? newest.all(query.limit) : before.all(query.before, query.limit)).map(toEntry);
+    },
+  };
+}
+
+type AuditRow = Omit<AuditEntry, 'details'> & { details: string | null };
 
 /** Selling a shipped order's reserved stock, in the same commit as its shipment (see `Inventory`). */
 function createStockSale(db: Db, commits: GroupCommit): Pick<Inventory, 'sell'> {

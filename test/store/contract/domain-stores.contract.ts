@@ -121,6 +121,31 @@ export function domainStoresContract(makeStore: HarnessFactory) {
     );
   });
 
+  describe('audit log', () => {
+    it(
+      'keeps entries newest first, a page at a time',
+      withStore(async ({ stores: { audit } }) => {
+        const entry = (i: number) => ({
+          id: newId('aud'),
+          at: new Date().toISOString(),
+          actor: 'ops',
+          role: 'admin',
+          action: i % 2 ? 'order.retry' : 'inventory.upsert',
+          target: `T-${i}`,
+          address: i === 0 ? null : '127.0.0.1',
+          status: i === 2 ? 409 : 200,
+          code: i === 2 ? 'invalid_transition' : null,
+          details: i === 1 ? { available: 5 } : null,
+        });
+        const entries = [0, 1, 2, 3].map(entry);
+        for (const e of entries) await audit.record(e);
+        const first = await audit.list({ limit: 3 });
+        expect(first).toEqual([entries[3], entries[2], entries[1]]);
+        expect(await audit.list({ before: first.at(-1)!.id, limit: 3 })).toEqual([entries[0]]);
+      }),
+    );
+  });
+
   describe('inventory', () => {
     it(
       'reserves all lines or none, idempotently, and releases once',

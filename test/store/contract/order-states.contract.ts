@@ -113,5 +113,21 @@ export function orderStatesContract(makeStore: HarnessFactory) {
         expect(mine(await states.listViews({ before: ids[3], limit: 2 }))).toEqual([ids[2], ids[1]]);
       }),
     );
+
+    it(
+      'keeps every committed change as history, in order, and none of the refused ones',
+      withStore(async ({ stores: { states } }) => {
+        const id = orderId();
+        for (const [seq, state] of [[1, 'placing'], [2, 'reserving'], [3, 'paying']] as const) {
+          await states.commitTurn(() => [stateWrite(id, { owner: 'o1', epoch: 1, seq }, { state })]);
+        }
+        await states.commitTurn(() => [stateWrite(id, { owner: 'o2', epoch: 1, seq: 4 }, { state: 'fulfilling' })]);
+        const all = await states.listChanges(id, 0, 100);
+        expect(all.map((c) => [c.seq, c.view.state])).toEqual([[1, 'placing'], [2, 'reserving'], [3, 'paying']]);
+        expect(all.every((c) => c.order_id === id && c.at === c.view.updated_at)).toBe(true);
+        expect((await states.listChanges(id, 1, 1)).map((c) => c.seq)).toEqual([2]);
+        expect(await states.listChanges(orderId(), 0, 100)).toEqual([]);
+      }),
+    );
   });
 }
