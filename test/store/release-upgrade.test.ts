@@ -18,6 +18,15 @@ const fixture = JSON.parse(readFileSync(new URL('../fixtures/release-0.1.0.db.js
   tables: Record<string, Array<Record<string, unknown>>>;
 };
 
+// The in-flight order was written with a one-hour deadline; the upgrade test is about
+// resuming it, not about that hour having passed, so its deadline moves to an hour from now.
+const DEADLINE_AT = new Date(Date.now() + 3_600_000).toISOString();
+for (const row of fixture.tables.order_snapshots ?? []) {
+  if (row.order_id !== fixture.orders.processing) continue;
+  const deadline = JSON.parse(row.snapshot as string).context.deadline_at as string;
+  row.snapshot = (row.snapshot as string).split(deadline).join(DEADLINE_AT);
+}
+
 let dir: string;
 let svc: TestService;
 let admin: string;
