@@ -16,8 +16,8 @@ import { LocalOrderEngine } from './orders/local.engine.js';
 import type { OrderEngine } from './orders/order.engine.js';
 import { fillMissingViews } from './orders/order.view.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
+import { openStore, type OpenedStore } from './store/open-store.js';
 import type { Db } from './store/sqlite/sqlite.database.js';
-import { openSqliteStore } from './store/sqlite/sqlite.stores.js';
 import type { Inventory, Stores } from './store/store.ports.js';
 import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
 
@@ -38,8 +38,13 @@ export interface Service {
   app: Hono;
   engine: OrderEngine;
   stores: Stores;
-  /** The SQLite file's main-thread connection (tests read the database through it). */
-  db: Db;
+  /** Which store this service runs on (`DATABASE_URL` set: PostgreSQL). */
+  storeKind: OpenedStore['kind'];
+  /**
+   * The SQLite file's main-thread connection, for tests that are about SQLite itself.
+   * Reading it on PostgreSQL throws: store-neutral tests read through test/support/ledger.ts.
+   */
+  readonly db: Db;
   pool: InventoryPool;
   jwtSecret: string;
   /**
@@ -55,12 +60,12 @@ export interface Service {
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
   const jwtSecret = config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret;
 
-  const store = openSqliteStore(config.dbPath, logger);
+  const store = await openStore(config, logger);
   const { stores } = store;
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
   const pool = createInventoryPool({
-    dbPath: config.dbPath,
+    store: store.inventoryWorker,
     threads: config.inventoryThreads,
     // Workers read what the main thread wrote (products, orders) from their own connections.
     beforeDispatch: stores.flush,
@@ -80,6 +85,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const engine = new LocalOrderEngine({
     machine: orderMachine.provide({ actors }),
     states: stores.states,
+    owner: config.instanceId,
     logger,
     orderTimeoutMs: config.orderTimeoutMs,
     maxLive: config.maxLiveOrders,
@@ -117,7 +123,11 @@ export async function createService(config: Config, logger: Logger, overrides: S
     app,
     engine,
     stores,
-    db: store.db,
+    storeKind: store.kind,
+    get db(): Db {
+      if (!store.sqlite) throw new Error('Service.db is the SQLite connection, and this service runs on PostgreSQL');
+      return store.sqlite;
+    },
     pool,
     jwtSecret,
     async drain(graceMs) {
@@ -129,7 +139,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       if (engine.accepting) await service.drain(0);
       await pool.close();
       await stores.flush();
-      store.close();
+      await store.close();
     },
   };
   return service;
@@ -168,7 +178,8 @@ async function main(): Promise<void> {
   }
 
   const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
-    logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
+    const db = config.database.url ? redactUrl(config.database.url) : config.dbPath;
+    logger.info({ url: `http://${config.host}:${info.port}`, db, instance: config.instanceId, threads: config.inventoryThreads }, 'ordersaga listening');
   });
   server.on('error', (err) => {
     logger.fatal({ err }, 'server error');
@@ -197,6 +208,17 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** A database URL fit for a log line: no password. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://…';
+  }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
