@@ -20,7 +20,9 @@ const BOTH_STORES = [
   'test/http/orders.api.test.ts',
   'test/http/overload.test.ts',
   'test/durability/compensation-failed.test.ts',
+  'test/durability/crash-recovery.test.ts',
   'test/durability/durable-reads.test.ts',
+  'test/durability/graceful-shutdown.test.ts',
   'test/durability/worker-crash.test.ts',
   'test/property/order-service.property.test.ts',
 ];
@@ -28,7 +30,11 @@ const POSTGRES_ONLY = ['test/store/postgres*.test.ts'];
 
 export default defineConfig(async () => {
   const withPostgres = await postgresAvailable();
-  if (!withPostgres) console.warn(SKIP_LINE);
+  // vitest may evaluate this config more than once per run: say it once.
+  if (!withPostgres && !process.env.ORDERSAGA_POSTGRES_SKIP_SAID) {
+    process.env.ORDERSAGA_POSTGRES_SKIP_SAID = '1';
+    console.warn(SKIP_LINE);
+  }
   const projects: TestProjectInlineConfiguration[] = [
     { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: POSTGRES_ONLY } },
   ];

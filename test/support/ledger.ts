@@ -37,9 +37,14 @@ export async function closeReaders(svc: Service): Promise<void> {
 }
 
 function open(svc: Service): CommittedReader {
-  const url = svc.config.database.url;
+  return openCommittedReader({ dbPath: svc.config.dbPath, url: svc.config.database.url });
+}
+
+/** A reader of a store by its settings (`DB_PATH`, or `DATABASE_URL` when set), e.g. one a server process wrote. */
+export function openCommittedReader(target: { dbPath: string; url?: string | undefined }): CommittedReader {
+  const { url } = target;
   if (url === undefined) {
-    const db = new Database(svc.config.dbPath);
+    const db = new Database(target.dbPath);
     db.pragma('busy_timeout = 5000');
     return {
       all: async (sql, ...params) => db.prepare(sql).all(...params) as any[],
