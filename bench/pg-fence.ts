@@ -33,7 +33,7 @@ const store = await openPostgresStore({ url: url.toString(), logger: createLogge
 try {
   const now = () => new Date().toISOString();
   // Orders with a state row, as every order past its first commit has.
-  const ids = Array.from({ length: N * ROUNDS * 2 }, () => newId('ord'));
+  const ids = Array.from({ length: N * ROUNDS * 2 + 40 }, () => newId('ord'));
   for (let i = 0; i < ids.length; i += 400) {
     await store.stores.states.commitTurn(() =>
       ids.slice(i, i + 400).map((id) => ({
@@ -63,7 +63,7 @@ try {
     const round: Record<string, number> = {};
     for (const which of order) round[which] = await time(which === 'plain' ? plain : fenced);
     results.push(round as { plain: number; fenced: number });
-    console.log(`round ${r + 1}: plain ${round.plain!.toFixed(3)} ms, fenced ${round.fenced!.toFixed(3)} ms per insert (+${(((round.fenced! - round.plain!) / round.plain!) * 100).toFixed(0)} %)`);
+    console.log(`round ${r + 1}: plain ${round.plain!.toFixed(3)} ms, fenced ${round.fenced!.toFixed(3)} ms per insert (${round.fenced! >= round.plain! ? '+' : ''}${(((round.fenced! - round.plain!) / round.plain!) * 100).toFixed(0)} %)`);
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const p = median(results.map((r) => r.plain));
