@@ -88,6 +88,22 @@ describe('two stores on one PostgreSQL database', () => {
   });
 });
 
+describe('a turn larger than one statement takes', () => {
+  it('commits every state with its history row, and fences per order', async () => {
+    const ids = Array.from({ length: 1200 }, orderId);
+    const stale = ids[700]!;
+    await a.stores.states.commitTurn(() => [stateWrite(stale, { owner: 'other', epoch: 5, seq: 1 })]);
+    const { fenced } = await a.stores.states.commitTurn(() => ids.map((id) => stateWrite(id, { owner: 'a', epoch: 1, seq: id === stale ? 2 : 1 })));
+    expect([...fenced]).toEqual([stale]);
+    const counted = await admin(
+      (c) => c.query(`SELECT (SELECT count(*)::int FROM order_snapshots WHERE order_id = ANY($1) AND owner = 'a') AS states,
+                             (SELECT count(*)::int FROM order_changes WHERE order_id = ANY($1)) AS changes`, [ids]),
+      db.url,
+    );
+    expect(counted.rows[0]).toEqual({ states: 1199, changes: 1200 }); // the stale order keeps its own one change
+  });
+});
+
 describe('a fenced effect write (phase-2 prototype)', () => {
   const charge = (order: string, owner: string, epoch: number) => [
     newId('ch'), order, `${order}:capture`, 'captured', 100, 0, null, new Date().toISOString(), owner, epoch,

@@ -106,7 +106,8 @@ export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => P
 /** One statement on its own (autocommit: it is its own transaction), with errors mapped. */
 export async function run<R extends pg.QueryResultRow>(db: Queryable, plan: { name: string; text: string }, values: unknown[]): Promise<R[]> {
   try {
-    return (await db.query<R>({ name: plan.name, text: plan.text, values })).rows;
+    // An empty name is an unnamed statement (parsed and planned each time).
+    return (await db.query<R>(plan.name ? { name: plan.name, text: plan.text, values } : { text: plan.text, values })).rows;
   } catch (err) {
     throw mapError(err);
   }
