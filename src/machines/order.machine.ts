@@ -17,7 +17,7 @@ import {
 } from '../domain/order.js';
 
 /*
- * The order saga. This file imports only xstate and domain types, so the Stately
+ * The order saga. This file imports only xstate and src/domain, so the Stately
  * editor, the graph tests and the diagram script can load it on its own.
  *
  * Durability rules the shape follows:
@@ -25,8 +25,9 @@ import {
  *   `provide()` swaps them by the same name (real steps in production, fakes in tests).
  * - No `after` timers: XState does not restore them from a snapshot
  *   (statelyai/xstate#5331). Retry waits and the order deadline keep their due time in
- *   context and wait in an invoked promise actor, which runs again when a snapshot is
- *   restored — so the wait is re-armed for whatever time is left.
+ *   context and wait in an invoked timer actor (`sleepUntil`), which is started again
+ *   when a snapshot is restored — so the wait is re-armed for whatever time is left.
+ * - State ids are persisted: renaming a state strands the snapshots that are in it.
  * - An invoked step that was running when the process died runs again on restore, so
  *   every step is idempotent by (order id, step) in the layer that implements it.
  */
