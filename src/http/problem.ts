@@ -48,6 +48,11 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   step_failed: [503, 'Order step failed'],
 };
 
+/** Every code the API answers with, and its status. */
+export const PROBLEM_STATUS: Readonly<Record<ErrorCode, ContentfulStatusCode>> = Object.fromEntries(
+  Object.entries(STATUS).map(([code, [status]]) => [code, status]),
+) as Record<ErrorCode, ContentfulStatusCode>;
+
 /** `urn:` rather than a made-up web address: stable, and says it is not a page to fetch. */
 export function problemType(code: ErrorCode): string {
   return `urn:ordersaga:problem:${code.replaceAll('_', '-')}`;
