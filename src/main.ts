@@ -4,6 +4,7 @@ import type { Hono } from 'hono';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
 import { OrderRuntime } from './actors/order-runtime.js';
+import { keySetFromConfig } from './auth/jwks.auth.js';
 import { mintToken, resolveDevSecret } from './auth/tokens.js';
 import { loadConfig, type Config } from './config.js';
 import { SimulatedCarrier, type Carrier } from './gateways/carrier.js';
@@ -39,7 +40,8 @@ export interface Service {
   stores: SqliteStores;
   pool: InventoryPool;
   runtime: OrderRuntime;
-  jwtSecret: string;
+  /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
+  jwtSecret: string | undefined;
   /**
    * Refuses new work, lets live orders settle for up to `graceMs`, then stops the rest:
    * their state is persisted and they resume at the next start.
@@ -51,7 +53,9 @@ export interface Service {
 
 /** The composition root: config → store → pool → actors → runtime → HTTP app. */
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
-  const jwtSecret = config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret;
+  // An identity provider's keys (JWT_JWKS_URL / JWT_JWKS_FILE), or HS256 with JWT_SECRET or the development secret.
+  const keys = keySetFromConfig(config.jwt, logger);
+  const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
 
   const db = openDatabase(config.dbPath);
   migrate(db);
@@ -93,15 +97,18 @@ export async function createService(config: Config, logger: Logger, overrides: S
     snapshots: stores.snapshots,
     logger,
     auth: {
-      secret: new TextEncoder().encode(jwtSecret),
+      ...(keys ? { keys, algorithms: config.jwt.algorithms } : { secret: new TextEncoder().encode(jwtSecret) }),
       ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
       ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
+      clockToleranceS: config.jwt.clockToleranceS,
+      roleClaim: config.jwt.roleClaim,
     },
     rateLimit: config.rateLimit,
     syncWaitMs: config.syncWaitMs,
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });
 
+  void keys?.warm();
   // Crash recovery: whatever was running when the process last stopped runs on now.
   await runtime.resumeUnfinished();
   const purgeKeys = () =>
@@ -129,6 +136,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       if (runtime.accepting) await service.drain(0);
       await pool.close();
       db.close();
+      keys?.close();
     },
   };
   return service;
@@ -154,9 +162,16 @@ async function main(): Promise<void> {
       logger.error({ err }, 'INSPECT on, but the inspector could not be loaded; running without it');
     }
   }
-  const service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
+  let service: Service;
+  try {
+    service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
+  } catch (err) {
+    // A JWKS file or a Redis that cannot be used: name it, as for a bad variable.
+    process.stderr.write(`ordersaga: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
 
-  if (!config.jwt.secret) {
+  if (service.jwtSecret && !config.jwt.secret) {
     const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
     const admin = await mintToken({ secret: service.jwtSecret, sub: 'admin', role: 'admin' });
     process.stdout.write(
