@@ -11,6 +11,7 @@ import { SimulatedCarrier, type Carrier } from './gateways/carrier.js';
 import { StoreNotifier, type Notifier } from './gateways/notifier.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
+import { createRateLimitStore } from './http/rate-limit.store.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
@@ -56,6 +57,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
   // An identity provider's keys (JWT_JWKS_URL / JWT_JWKS_FILE), or HS256 with JWT_SECRET or the development secret.
   const keys = keySetFromConfig(config.jwt, logger);
   const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
+  const rateLimitStore = await createRateLimitStore(config.rateLimit.storage, logger);
 
   const db = openDatabase(config.dbPath);
   migrate(db);
@@ -103,7 +105,8 @@ export async function createService(config: Config, logger: Logger, overrides: S
       clockToleranceS: config.jwt.clockToleranceS,
       roleClaim: config.jwt.roleClaim,
     },
-    rateLimit: config.rateLimit,
+    rateLimit: { ...config.rateLimit, store: rateLimitStore },
+    trustProxy: config.trustProxy,
     syncWaitMs: config.syncWaitMs,
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });
@@ -137,6 +140,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       await pool.close();
       db.close();
       keys?.close();
+      await rateLimitStore.close();
     },
   };
   return service;

@@ -5,11 +5,13 @@ import type { Logger } from '../logger.js';
 import type { CatalogStore, IdempotencyStore, SnapshotStore } from '../store/ports.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
+import { addressKey, clientAddress } from './client-address.middleware.js';
 import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
+import type { RateLimitStore } from './rate-limit.store.js';
 import { requestLog } from './request-log.middleware.js';
 
 export interface AppDeps {
@@ -18,7 +20,10 @@ export interface AppDeps {
   snapshots: SnapshotStore;
   logger: Logger;
   auth: BearerAuthOptions;
-  rateLimit: RateLimitOptions;
+  /** Per user after authentication; `perAddress`, per client address before it (off when absent). */
+  rateLimit: RateLimitOptions & { perAddress?: RateLimitOptions; store?: RateLimitStore };
+  /** Proxies whose X-Forwarded-For is believed (see client-address.middleware.ts). */
+  trustProxy?: readonly string[];
   syncWaitMs: number;
   idempotency: { store: IdempotencyStore; ttlHours: number };
   maxBodyBytes?: number;
@@ -29,13 +34,17 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   app.use(requestId({ limitLength: 128 }));
   app.use(requestLog(deps.logger));
+  app.use(clientAddress({ trustProxy: deps.trustProxy ?? [] }));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
+  const { perAddress, store, ...perUser } = deps.rateLimit;
   const api = new Hono();
+  // Before authentication: a flood of bad tokens from one address is refused before any is verified.
+  if (perAddress) api.use(rateLimit({ name: 'ip', ...perAddress, keyOf: (c) => addressKey(c.var.clientAddress), logger: deps.logger, ...(store ? { store } : {}) }));
   api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));
   api.use(bearerAuth(deps.auth));
-  api.use(rateLimit(deps.rateLimit));
+  api.use(rateLimit({ name: 'user', perSecond: perUser.perSecond, burst: perUser.burst, keyOf: (c) => c.var.user.id, logger: deps.logger, ...(store ? { store } : {}) }));
   // While shutting down, reads still work; anything that would change an order waits for the next start.
   api.use(async function rejectWhileDraining(c, next) {
     if (c.req.method === 'GET' || deps.runtime.accepting) return next();

@@ -33,6 +33,8 @@ export async function startTestService(
     LOG_LEVEL: 'silent',
     RATE_LIMIT_PER_SEC: '100000',
     RATE_LIMIT_BURST: '100000',
+    RATE_LIMIT_IP_PER_SEC: '100000',
+    RATE_LIMIT_IP_BURST: '100000',
     RETRY_BASE_MS: '5',
     PAYMENT_SLOW_MS: '400',
     INVENTORY_THREADS: '2',
