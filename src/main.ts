@@ -1,4 +1,4 @@
-import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import type { Hono } from 'hono';
 import type { InspectionEvent, Observer } from 'xstate';
@@ -12,6 +12,7 @@ import { StoreNotifier, type Notifier } from './gateways/notifier.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
 import { createRateLimitStore } from './http/rate-limit.store.js';
+import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
@@ -185,7 +186,9 @@ async function main(): Promise<void> {
     );
   }
 
-  const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
+  const server = createHttpServer(service.app, config.http, { logger });
+  server.listen(config.port, config.host, () => {
+    const info = server.address() as AddressInfo;
     logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
   });
   server.on('error', (err) => {
