@@ -108,6 +108,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
     },
     rateLimit: { ...config.rateLimit, store: rateLimitStore },
     trustProxy: config.trustProxy,
+    corsOrigins: config.corsOrigins,
     syncWaitMs: config.syncWaitMs,
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });

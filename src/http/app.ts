@@ -6,6 +6,7 @@ import type { CatalogStore, IdempotencyStore, SnapshotStore } from '../store/por
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
 import { addressKey, clientAddress } from './client-address.middleware.js';
+import { cors } from './cors.middleware.js';
 import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
@@ -13,6 +14,7 @@ import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
 import type { RateLimitStore } from './rate-limit.store.js';
 import { requestLog } from './request-log.middleware.js';
+import { securityHeaders } from './security-headers.middleware.js';
 
 export interface AppDeps {
   runtime: OrderRuntime;
@@ -24,6 +26,8 @@ export interface AppDeps {
   rateLimit: RateLimitOptions & { perAddress?: RateLimitOptions; store?: RateLimitStore };
   /** Proxies whose X-Forwarded-For is believed (see client-address.middleware.ts). */
   trustProxy?: readonly string[];
+  /** Origins allowed to call the API from a browser; empty or absent: CORS off. */
+  corsOrigins?: readonly string[];
   syncWaitMs: number;
   idempotency: { store: IdempotencyStore; ttlHours: number };
   maxBodyBytes?: number;
@@ -34,6 +38,9 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   app.use(requestId({ limitLength: 128 }));
   app.use(requestLog(deps.logger));
+  app.use(securityHeaders());
+  const corsHandler = cors({ origins: deps.corsOrigins ?? [] });
+  if (corsHandler) app.use(corsHandler);
   app.use(clientAddress({ trustProxy: deps.trustProxy ?? [] }));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
