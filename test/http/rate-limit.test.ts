@@ -1,44 +1,63 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, run, startServerProcess, type ServerProcess } from '../support/process.js';
+import { createLogger } from '../../src/logger.js';
+import { createHttpServer } from '../../src/http/server.js';
+import { freePort, run } from '../support/process.js';
+import { startTestService, type TestService } from '../support/service.js';
 
 /*
- * The per-address limit before authentication, against real server processes over real sockets,
- * with the machine's Redis on 127.0.0.1:6379 for the shared store. 0.2 requests/s with a burst of 3:
- * three requests pass, the fourth is refused, and nothing refills for 5 s, so slow machines cannot
- * make the counts drift.
+ * The per-address limit before authentication, over real sockets: each instance is the real service
+ * served by createHttpServer on 127.0.0.1 (in the test process, so that several instances do not
+ * cost several process starts), with the machine's Redis on 127.0.0.1:6379 for the shared store.
+ * 0.2 requests/s with a burst of 3: three requests pass, the fourth is refused, and nothing refills
+ * for 5 s, so slow machines cannot make the counts drift.
  */
 
 const SHARED_REDIS = 'redis://127.0.0.1:6379';
-const dir = mkdtempSync(join(tmpdir(), 'ordersaga-ratelimit-'));
-const servers: ServerProcess[] = [];
+
+interface Instance {
+  url: string;
+  svc: TestService;
+  logs: () => string;
+  stop(): Promise<void>;
+}
+const instances: Instance[] = [];
 afterAll(async () => {
-  for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  await Promise.all(instances.map((i) => i.stop()));
 });
 
-async function start(name: string, env: Record<string, string> = {}): Promise<ServerProcess> {
-  const server = await startServerProcess({
-    DB_PATH: join(dir, `${name}.db`),
-    JWT_SECRET: 'rate-limit-test-secret-of-at-least-32-bytes',
-    SEED_DEMO: 'false',
-    LOG_LEVEL: 'warn',
-    RATE_LIMIT_IP_PER_SEC: '0.2',
-    RATE_LIMIT_IP_BURST: '3',
-    ...env,
+async function start(env: Record<string, string> = {}): Promise<Instance> {
+  let logs = '';
+  const svc = await startTestService({ RATE_LIMIT_IP_PER_SEC: '0.2', RATE_LIMIT_IP_BURST: '3', INVENTORY_THREADS: '1', ...env }, {
+    logger: createLogger('info', { write: (line: string) => void (logs += line) }),
   });
-  servers.push(server);
-  return server;
+  const server: Server = createHttpServer(svc.app, svc.config.http);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  let stopped = false;
+  const instance: Instance = {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    svc,
+    logs: () => logs,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await svc.stop();
+    },
+  };
+  instances.push(instance);
+  return instance;
 }
 
 /** A request without a token: it is refused by authentication, unless the address limit refuses it first. */
-async function anonymous(server: ServerProcess, forwardedFor?: string) {
+async function anonymous(server: Instance, forwardedFor?: string) {
   const res = await fetch(`${server.url}/api/v1/inventory`, { headers: forwardedFor ? { 'X-Forwarded-For': forwardedFor } : {} });
   return { status: res.status, headers: res.headers, body: (await res.json()) as any };
 }
@@ -61,7 +80,7 @@ async function waitForRedis(port: number): Promise<void> {
   }
 }
 
-const statuses = async (server: ServerProcess, n: number, forwardedFor?: string) => {
+const statuses = async (server: Instance, n: number, forwardedFor?: string) => {
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push((await anonymous(server, forwardedFor)).status);
   return out;
@@ -69,7 +88,7 @@ const statuses = async (server: ServerProcess, n: number, forwardedFor?: string)
 
 describe('the per-address rate limit', () => {
   it('refuses a flood from one address with 429 before any token is checked, keeping the RateLimit headers and Retry-After', async () => {
-    const server = await start('flood');
+    const server = await start();
     const answers = [];
     for (let i = 0; i < 4; i++) answers.push(await anonymous(server));
     expect(answers.map((a) => a.status)).toEqual([401, 401, 401, 429]);
@@ -87,7 +106,7 @@ describe('the per-address rate limit', () => {
   });
 
   it('believes X-Forwarded-For only from a TRUST_PROXY address, reads it right to left, and counts IPv6 clients by /64', async () => {
-    const server = await start('proxy', { TRUST_PROXY: '127.0.0.1' });
+    const server = await start({ TRUST_PROXY: '127.0.0.1' });
     expect(await statuses(server, 4, '203.0.113.7')).toEqual([401, 401, 401, 429]);
     expect(await statuses(server, 1, '203.0.113.8')).toEqual([401]);
     // The client may write anything at the left end; the address our proxy appended is what counts.
@@ -101,9 +120,8 @@ describe('the per-address rate limit', () => {
   it('holds across instances with REDIS_URL, and only with it', async () => {
     const prefix = `ordersaga-test-${randomBytes(6).toString('hex')}:`;
     const shared = { REDIS_URL: SHARED_REDIS, REDIS_KEY_PREFIX: prefix };
-    // Two at a time: four server processes starting at once are slow on two cores.
-    const [a, b] = await Promise.all([start('redis-a', shared), start('redis-b', shared)]);
-    const [c, d] = await Promise.all([start('memory-c'), start('memory-d')]);
+    const [a, b] = await Promise.all([start(shared), start(shared)]);
+    const [c, d] = await Promise.all([start(), start()]);
     try {
       expect([(await anonymous(a)).status, (await anonymous(b)).status, (await anonymous(a)).status]).toEqual([401, 401, 401]);
       const fourth = await anonymous(b);
@@ -119,8 +137,7 @@ describe('the per-address rate limit', () => {
       // In memory, each instance counts on its own.
       expect([(await anonymous(c)).status, (await anonymous(d)).status, (await anonymous(c)).status, (await anonymous(d)).status]).toEqual([401, 401, 401, 401]);
     } finally {
-      for (const s of [a, b, c, d]) s.child.kill('SIGTERM');
-      await Promise.all([a, b, c, d].map((s) => s.exited));
+      await Promise.all([a, b, c, d].map((i) => i.stop()));
     }
   });
 
@@ -129,7 +146,7 @@ describe('the per-address rate limit', () => {
     const redisServer: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
     try {
       await waitForRedis(port);
-      const server = await start('redis-down', { REDIS_URL: `redis://127.0.0.1:${port}`, LOG_LEVEL: 'info' });
+      const server = await start({ REDIS_URL: `redis://127.0.0.1:${port}` });
       expect(await statuses(server, 1)).toEqual([401]);
       redisServer.kill('SIGKILL');
       await new Promise((r) => redisServer.once('exit', r));
@@ -137,9 +154,8 @@ describe('the per-address rate limit', () => {
       // A fresh count in this instance's memory: three pass, the fourth is refused. No 500, no wait for Redis.
       expect(await statuses(server, 4)).toEqual([401, 401, 401, 429]);
       expect(Date.now() - started).toBeLessThan(3_000);
-      expect(server.output()).toContain('Redis for rate limits is unreachable');
-      server.child.kill('SIGTERM');
-      expect(await server.exited).toEqual({ code: 0, signal: null });
+      expect(server.logs()).toContain('Redis for rate limits is unreachable');
+      await server.stop();
     } finally {
       if (redisServer.exitCode === null) redisServer.kill('SIGKILL');
     }
@@ -149,7 +165,7 @@ describe('the per-address rate limit', () => {
     const port = await freePort();
     const { code, stderr } = await run(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       REDIS_URL: `redis://127.0.0.1:${port}`,
-      DB_PATH: join(dir, 'no-redis.db'),
+      DB_PATH: join(tmpdir(), `ordersaga-no-redis-${port}`, 'o.db'),
       JWT_SECRET: 'x'.repeat(40),
     });
     expect(code).toBe(1);
