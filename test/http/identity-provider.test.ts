@@ -1,8 +1,10 @@
-import { renameSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportSPKI, SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jwks, providerKey, signToken, startJwksServer, type JwksServer, type ProviderKey } from '../support/identity-provider.js';
+import { startServerProcess } from '../support/process.js';
 import { startTestService, type TestResponse, type TestService } from '../support/service.js';
 
 /*
@@ -206,8 +208,6 @@ describe('with JWT_JWKS_FILE', () => {
     expect(first).toBeInstanceOf(Error);
     expect((first as Error).message).toMatch(/^JWT_JWKS_FILE: cannot read \/nonexistent/);
 
-    const { mkdtempSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'ordersaga-jwks-'));
     const file = join(dir, 'jwks.json');
     const replace = (content: string) => {
@@ -235,6 +235,27 @@ describe('with JWT_JWKS_FILE', () => {
       expect((await svc.call('GET', route, { token: newToken })).status).toBe(200);
     } finally {
       await svc.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a real server process with JWT_JWKS_URL', () => {
+  it('verifies provider tokens and prints no development tokens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ordersaga-idp-process-'));
+    const idp = await startJwksServer([ed]);
+    const server = await startServerProcess({ DB_PATH: join(dir, 'p.db'), JWT_SECRET: '', JWT_JWKS_URL: idp.url, LOG_LEVEL: 'warn' });
+    try {
+      const ok = await fetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(ed)}` } });
+      expect(ok.status).toBe(200);
+      const forged = await fetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(stranger)}` } });
+      expect(forged.status).toBe(401);
+      expect(server.output()).not.toContain('user token');
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+      await idp.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
