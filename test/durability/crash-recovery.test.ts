@@ -15,7 +15,7 @@ afterAll(async () => {
 });
 
 async function start(env: Record<string, string>) {
-  const server = await startServerProcess({ JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', ...env });
+  const server = await startServerProcess({ JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', RATE_LIMIT_IP_PER_SEC: '100000', RATE_LIMIT_IP_BURST: '100000', ...env });
   running.push(server);
   return server;
 }

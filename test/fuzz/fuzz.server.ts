@@ -20,6 +20,8 @@ export async function startFuzzServer(): Promise<{ server: FuzzServer & { proces
     LOG_LEVEL: 'warn',
     RATE_LIMIT_PER_SEC: '1000000',
     RATE_LIMIT_BURST: '1000000',
+    RATE_LIMIT_IP_PER_SEC: '1000000',
+    RATE_LIMIT_IP_BURST: '1000000',
     SYNC_WAIT_MS: '2000',
     PAYMENT_SLOW_MS: '50',
   });

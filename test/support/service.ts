@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mintToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { createService, type Service, type ServiceOverrides } from '../../src/main.js';
 import type { ProductInput } from '../../src/store/store.ports.js';
 
@@ -23,7 +23,7 @@ export interface TestService extends Service {
 /** The real service (real SQLite file in a temp dir, real worker pool), tuned for tests through env-style config. */
 export async function startTestService(
   env: Record<string, string> = {},
-  options: { products?: ProductInput[]; overrides?: ServiceOverrides } = {},
+  options: { products?: ProductInput[]; overrides?: ServiceOverrides; logger?: Logger } = {},
 ): Promise<TestService> {
   const dir = mkdtempSync(join(tmpdir(), 'ordersaga-test-'));
   const config = loadConfig({
@@ -33,12 +33,14 @@ export async function startTestService(
     LOG_LEVEL: 'silent',
     RATE_LIMIT_PER_SEC: '100000',
     RATE_LIMIT_BURST: '100000',
+    RATE_LIMIT_IP_PER_SEC: '100000',
+    RATE_LIMIT_IP_BURST: '100000',
     RETRY_BASE_MS: '5',
     PAYMENT_SLOW_MS: '400',
     INVENTORY_THREADS: '2',
     ...env,
   });
-  const service = await createService(config, createLogger(config.logLevel), options.overrides);
+  const service = await createService(config, options.logger ?? createLogger(config.logLevel), options.overrides);
   for (const p of options.products ?? []) await service.stores.catalog.upsertProduct(p);
 
   const token = (sub: string, role: 'user' | 'admin' = 'user') =>
