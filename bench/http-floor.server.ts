@@ -58,7 +58,7 @@ const app = createApp({
   catalog: { findProducts: unused, getProduct: unused, listProducts: unused, upsertProduct: unused },
   logger: createLogger('warn'),
   auth: { secret: new TextEncoder().encode(secret) },
-  rateLimit: { perSecond: 1_000_000, burst: 1_000_000 },
+  rateLimit: { perSecond: 1_000_000, burst: 1_000_000, perAddress: { perSecond: 1_000_000, burst: 1_000_000 } },
   syncWaitMs: 10_000,
   idempotency: { store: { claim: unused, complete: unused, get: unused, purgeExpired: unused }, ttlHours: 24 },
 });

@@ -488,7 +488,7 @@ async function scenarioMode(): Promise<number> {
       runs,
       users: USERS,
       profiled_scenario: profileName ?? null,
-      server_env: { SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '1000000', RATE_LIMIT_BURST: '1000000', SYNC_WAIT_MS: 'default (10000)', INVENTORY_THREADS: 'default (2)' },
+      server_env: { SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '1000000', RATE_LIMIT_BURST: '1000000', RATE_LIMIT_IP_PER_SEC: '1000000', RATE_LIMIT_IP_BURST: '1000000', SYNC_WAIT_MS: 'default (10000)', INVENTORY_THREADS: 'default (2)' },
       load: 'autocannon from the bench process, pipelining 1, 127.0.0.1; latency = autocannon per-response time',
     },
     scenarios: results.map((e) => ({

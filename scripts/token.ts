@@ -29,6 +29,7 @@ try {
 } catch (err) {
   fail((err as Error).message);
 }
+if (config.jwt.jwksUrl || config.jwt.jwksFile) fail('JWT_JWKS_URL or JWT_JWKS_FILE is set: tokens come from the identity provider, not from this script');
 const secret = config.jwt.secret ?? resolveDevSecret(config.dbPath, config.env !== 'production')?.secret;
 if (!secret) fail('no JWT_SECRET set and no development secret found');
 

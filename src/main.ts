@@ -1,14 +1,17 @@
-import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import type { Hono } from 'hono';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
+import { keySetFromConfig } from './auth/jwks.auth.js';
 import { mintToken, resolveDevSecret } from './auth/tokens.js';
 import { loadConfig, type Config } from './config.js';
 import { SimulatedCarrier, type Carrier } from './gateways/carrier.gateway.js';
 import { StoreNotifier, type Notifier } from './gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
+import { createRateLimitStore } from './http/rate-limit.store.js';
+import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
@@ -46,7 +49,8 @@ export interface Service {
    */
   readonly db: Db;
   pool: InventoryPool;
-  jwtSecret: string;
+  /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
+  jwtSecret: string | undefined;
   /**
    * Refuses new work, lets live orders settle for up to `graceMs`, then stops the rest:
    * their state is committed and they resume at the next start.
@@ -58,7 +62,10 @@ export interface Service {
 
 /** The composition root: config → store → pool → actors → order engine → HTTP app. */
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
-  const jwtSecret = config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret;
+  // An identity provider's keys (JWT_JWKS_URL / JWT_JWKS_FILE), or HS256 with JWT_SECRET or the development secret.
+  const keys = keySetFromConfig(config.jwt, logger);
+  const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
+  const rateLimitStore = await createRateLimitStore(config.rateLimit.storage, logger);
 
   const store = await openStore(config, logger);
   const { stores } = store;
@@ -97,15 +104,20 @@ export async function createService(config: Config, logger: Logger, overrides: S
     catalog: stores.catalog,
     logger,
     auth: {
-      secret: new TextEncoder().encode(jwtSecret),
+      ...(keys ? { keys, algorithms: config.jwt.algorithms } : { secret: new TextEncoder().encode(jwtSecret) }),
       ...(config.jwt.issuer ? { issuer: config.jwt.issuer } : {}),
       ...(config.jwt.audience ? { audience: config.jwt.audience } : {}),
+      clockToleranceS: config.jwt.clockToleranceS,
+      roleClaim: config.jwt.roleClaim,
     },
-    rateLimit: config.rateLimit,
+    rateLimit: { ...config.rateLimit, store: rateLimitStore },
+    trustProxy: config.trustProxy,
+    corsOrigins: config.corsOrigins,
     syncWaitMs: config.syncWaitMs,
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
   });
 
+  void keys?.warm();
   const upgraded = await fillMissingViews(stores.states);
   if (upgraded > 0) logger.info({ orders: upgraded }, 'computed views for orders stored by an earlier release');
   // Crash recovery: whatever was running when the process last stopped runs on now.
@@ -140,6 +152,8 @@ export async function createService(config: Config, logger: Logger, overrides: S
       await pool.close();
       await stores.flush();
       await store.close();
+      keys?.close();
+      await rateLimitStore.close();
     },
   };
   return service;
@@ -165,9 +179,16 @@ async function main(): Promise<void> {
       logger.error({ err }, 'INSPECT on, but the inspector could not be loaded; running without it');
     }
   }
-  const service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
+  let service: Service;
+  try {
+    service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
+  } catch (err) {
+    // A JWKS file or a Redis that cannot be used: name it, as for a bad variable.
+    process.stderr.write(`ordersaga: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
 
-  if (!config.jwt.secret) {
+  if (service.jwtSecret && !config.jwt.secret) {
     const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
     const admin = await mintToken({ secret: service.jwtSecret, sub: 'admin', role: 'admin' });
     process.stdout.write(
@@ -177,7 +198,9 @@ async function main(): Promise<void> {
     );
   }
 
-  const server: ServerType = serve({ fetch: service.app.fetch, hostname: config.host, port: config.port }, (info) => {
+  const server = createHttpServer(service.app, config.http, { logger });
+  server.listen(config.port, config.host, () => {
+    const info = server.address() as AddressInfo;
     const db = config.database.url ? redactUrl(config.database.url) : config.dbPath;
     logger.info({ url: `http://${config.host}:${info.port}`, db, instance: config.instanceId, threads: config.inventoryThreads }, 'ordersaga listening');
   });

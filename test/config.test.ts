@@ -52,4 +52,44 @@ describe('configuration', () => {
   it('treats empty variables as unset', () => {
     expect(loadConfig({ PORT: '', JWT_SECRET: '' })).toMatchObject({ port: 3000, jwt: { secret: undefined } });
   });
+
+  it('defaults the security settings as documented', () => {
+    const c = loadConfig({});
+    expect(c.jwt).toMatchObject({ jwksUrl: undefined, jwksFile: undefined, algorithms: ['RS256', 'ES256', 'EdDSA'], clockToleranceS: 30, roleClaim: 'role', jwksCooldownMs: 30_000, jwksMaxAgeMs: 600_000 });
+    expect(c.rateLimit).toMatchObject({ perAddress: { perSecond: 100, burst: 200 }, storage: { redisUrl: undefined, keyPrefix: 'ordersaga:' } });
+    expect(c.trustProxy).toEqual([]);
+    expect(c.http).toEqual({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxHeaderBytes: 16_384, maxConnections: 1_000 });
+    expect(c.corsOrigins).toEqual([]);
+  });
+
+  it('takes exactly one way of verifying tokens, and one is required in production', () => {
+    const secret = 'x'.repeat(32);
+    expect(() => loadConfig({ JWT_SECRET: secret, JWT_JWKS_URL: 'https://idp.example/jwks' })).toThrowError(/JWT_SECRET, JWT_JWKS_URL: set only one/);
+    expect(() => loadConfig({ JWT_JWKS_URL: 'https://idp.example/jwks', JWT_JWKS_FILE: '/etc/jwks.json' })).toThrowError(/JWT_JWKS_URL, JWT_JWKS_FILE: set only one/);
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrowError(/unless JWT_JWKS_URL or JWT_JWKS_FILE is set/);
+    expect(loadConfig({ NODE_ENV: 'production', JWT_JWKS_URL: 'https://idp.example/jwks' }).jwt.jwksUrl).toBe('https://idp.example/jwks');
+    expect(loadConfig({ NODE_ENV: 'production', JWT_JWKS_FILE: '/etc/jwks.json' }).jwt.jwksFile).toBe('/etc/jwks.json');
+  });
+
+  it('fetches keys only over https (http only from localhost) and allows only asymmetric algorithms', () => {
+    expect(() => loadConfig({ JWT_JWKS_URL: 'http://idp.example/jwks' })).toThrowError(/JWT_JWKS_URL: must be an https:\/\/ URL/);
+    expect(loadConfig({ JWT_JWKS_URL: 'http://127.0.0.1:8080/jwks' }).jwt.jwksUrl).toBe('http://127.0.0.1:8080/jwks');
+    for (const algorithms of ['HS256', 'RS256,none', 'rs256', ',']) {
+      expect(() => loadConfig({ JWT_JWKS_URL: 'https://idp.example/jwks', JWT_ALGORITHMS: algorithms }), algorithms).toThrowError(/JWT_ALGORITHMS/);
+    }
+    expect(loadConfig({ JWT_JWKS_URL: 'https://idp.example/jwks', JWT_ALGORITHMS: 'PS256, ES384' }).jwt.algorithms).toEqual(['PS256', 'ES384']);
+    expect(() => loadConfig({ JWT_ALGORITHMS: 'RS256' })).toThrowError(/JWT_ALGORITHMS: applies only with JWT_JWKS_URL or JWT_JWKS_FILE/);
+  });
+
+  it('checks the limits, the proxy list, the CORS origins and the Redis URL', () => {
+    expect(() => loadConfig({ HEADERS_TIMEOUT_MS: '20000', REQUEST_TIMEOUT_MS: '10000' })).toThrowError(/HEADERS_TIMEOUT_MS: must not exceed REQUEST_TIMEOUT_MS/);
+    expect(() => loadConfig({ TRUST_PROXY: '10.0.0.0/33' })).toThrowError(/TRUST_PROXY/);
+    expect(() => loadConfig({ TRUST_PROXY: 'proxy.internal' })).toThrowError(/TRUST_PROXY/);
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.0/8, ::1, fd00::/8' }).trustProxy).toEqual(['10.0.0.0/8', '::1', 'fd00::/8']);
+    for (const origins of ['*', 'https://shop.example/', 'https://shop.example/path', 'shop.example']) {
+      expect(() => loadConfig({ CORS_ORIGINS: origins }), origins).toThrowError(/CORS_ORIGINS/);
+    }
+    expect(() => loadConfig({ REDIS_URL: 'http://127.0.0.1:6379' })).toThrowError(/REDIS_URL/);
+    expect(loadConfig({ RATE_LIMIT_IP_PER_SEC: '5', RATE_LIMIT_IP_BURST: '10' }).rateLimit.perAddress).toEqual({ perSecond: 5, burst: 10 });
+  });
 });

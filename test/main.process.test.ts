@@ -37,6 +37,16 @@ describe('starting the service', () => {
     expect(stderr).toMatch(/Invalid configuration:\n\s+SYNC_WAIT_MS/);
   });
 
+  it('refuses two ways of verifying tokens, and a JWKS file it cannot read, naming the variable', async () => {
+    const both = await run(process.execPath, ['--import', 'tsx', 'src/main.ts'], { JWT_SECRET: 'x'.repeat(40), JWT_JWKS_URL: 'https://idp.example/jwks', DB_PATH: join(dir, 'j.db') });
+    expect(both.code).toBe(1);
+    expect(both.stderr).toContain('JWT_SECRET, JWT_JWKS_URL: set only one');
+    const missing = await run(process.execPath, ['--import', 'tsx', 'src/main.ts'], { JWT_SECRET: '', JWT_JWKS_FILE: join(dir, 'absent.json'), DB_PATH: join(dir, 'f.db') });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`ordersaga: JWT_JWKS_FILE: cannot read ${join(dir, 'absent.json')}`);
+    expect(missing.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('serves /healthz, logs JSON, and stops cleanly on SIGTERM', async () => {
     const server = await startServerProcess({ DB_PATH: join(dir, 's.db'), JWT_SECRET: 'x'.repeat(40) });
     const res = await fetch(`${server.url}/healthz`, { headers: { 'X-Request-Id': 'boot-check' } });

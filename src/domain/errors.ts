@@ -38,6 +38,14 @@ export type ApiErrorCode =
   | 'shutting_down'
   | 'overloaded'
   | 'idempotency_key_reused'
+  | 'auth_unavailable'
+  // Refused by the HTTP server before any route runs (src/http/server.ts).
+  | 'malformed_request'
+  | 'missing_host'
+  | 'invalid_request_target'
+  | 'headers_too_large'
+  | 'request_timeout'
+  | 'expectation_failed'
   | 'internal_error';
 
 export type ErrorCode = StepErrorCode | ApiErrorCode;

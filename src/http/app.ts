@@ -5,19 +5,28 @@ import type { OrderEngine } from '../orders/order.engine.js';
 import type { CatalogStore, IdempotencyStore } from '../store/store.ports.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
+import { addressKey, clientAddress } from './client-address.middleware.js';
+import { cors } from './cors.middleware.js';
 import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
+import type { RateLimitStore } from './rate-limit.store.js';
 import { requestLog } from './request-log.middleware.js';
+import { securityHeaders } from './security-headers.middleware.js';
 
 export interface AppDeps {
   engine: OrderEngine;
   catalog: CatalogStore;
   logger: Logger;
   auth: BearerAuthOptions;
-  rateLimit: RateLimitOptions;
+  /** Per user after authentication; `perAddress`, per client address before it (off when absent). */
+  rateLimit: RateLimitOptions & { perAddress?: RateLimitOptions; store?: RateLimitStore };
+  /** Proxies whose X-Forwarded-For is believed (see client-address.middleware.ts). */
+  trustProxy?: readonly string[];
+  /** Origins allowed to call the API from a browser; empty or absent: CORS off. */
+  corsOrigins?: readonly string[];
   syncWaitMs: number;
   idempotency: { store: IdempotencyStore; ttlHours: number };
   maxBodyBytes?: number;
@@ -28,13 +37,20 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   app.use(requestId({ limitLength: 128 }));
   app.use(requestLog(deps.logger));
+  app.use(securityHeaders());
+  const corsHandler = cors({ origins: deps.corsOrigins ?? [] });
+  if (corsHandler) app.use(corsHandler);
+  app.use(clientAddress({ trustProxy: deps.trustProxy ?? [] }));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
 
+  const { perAddress, store, ...perUser } = deps.rateLimit;
   const api = new Hono();
+  // Before authentication: a flood of bad tokens from one address is refused before any is verified.
+  if (perAddress) api.use(rateLimit({ name: 'ip', ...perAddress, keyOf: (c) => addressKey(c.var.clientAddress), logger: deps.logger, ...(store ? { store } : {}) }));
   api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));
   api.use(bearerAuth(deps.auth));
-  api.use(rateLimit(deps.rateLimit));
+  api.use(rateLimit({ name: 'user', perSecond: perUser.perSecond, burst: perUser.burst, keyOf: (c) => c.var.user.id, logger: deps.logger, ...(store ? { store } : {}) }));
   // While shutting down, reads still work; anything that would change an order waits for the next start.
   api.use(async function rejectWhileDraining(c, next) {
     if (c.req.method === 'GET' || deps.engine.accepting) return next();

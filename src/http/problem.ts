@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -32,6 +33,13 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   internal_error: [500, 'Internal server error'],
   compensation_failed: [502, 'Compensation failed'],
   idempotency_key_reused: [422, 'Idempotency key reused'],
+  auth_unavailable: [503, 'Token keys unavailable'],
+  malformed_request: [400, 'Malformed HTTP request'],
+  missing_host: [400, 'Host header missing'],
+  invalid_request_target: [400, 'Invalid request target'],
+  headers_too_large: [431, 'Request header fields too large'],
+  request_timeout: [408, 'Request timeout'],
+  expectation_failed: [417, 'Expectation failed'],
   // How a failed order answers the synchronous endpoint.
   insufficient_stock: [409, 'Insufficient stock'],
   payment_declined: [402, 'Payment declined'],
@@ -47,6 +55,11 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   storage_busy: [503, 'Storage busy'],
   step_failed: [503, 'Order step failed'],
 };
+
+/** Every code the API answers with, and its status. */
+export const PROBLEM_STATUS: Readonly<Record<ErrorCode, ContentfulStatusCode>> = Object.fromEntries(
+  Object.entries(STATUS).map(([code, [status]]) => [code, status]),
+) as Record<ErrorCode, ContentfulStatusCode>;
 
 /** `urn:` rather than a made-up web address: stable, and says it is not a page to fetch. */
 export function problemType(code: ErrorCode): string {
@@ -75,9 +88,40 @@ export function toProblem(err: unknown): Problem {
   return problemFor('internal_error', 'An unexpected error occurred. It has been logged with the request id.');
 }
 
+/** The body as sent: never more than the problem's own members (no stack, no error message it was not given). */
+export function problemJson(problem: Problem): string {
+  return JSON.stringify(problem);
+}
+
 export function problemResponse(c: Context, problem: Problem, headers: Record<string, string> = {}): Response {
   const body: Problem = { ...problem, instance: c.req.path };
   const requestId = c.get('requestId') as string | undefined;
   if (requestId) body.request_id = requestId;
   return c.json(body, problem.status, { 'Content-Type': 'application/problem+json', ...headers });
+}
+
+/** A problem as a web `Response`, for code that runs before a Hono context exists (the server's request errors). */
+export function problemFetchResponse(problem: Problem, headers: Record<string, string> = {}): Response {
+  return new Response(problemJson(problem), {
+    status: problem.status,
+    headers: { 'Content-Type': 'application/problem+json', 'X-Content-Type-Options': 'nosniff', ...headers },
+  });
+}
+
+/**
+ * A complete HTTP/1.1 response carrying the problem, ending with `Connection: close`, for writing
+ * straight to a socket when Node's parser refused the request and there is no response object.
+ */
+export function problemHttpMessage(problem: Problem, headers: Record<string, string> = {}): string {
+  const body = problemJson(problem);
+  const lines = [
+    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? problem.title}`,
+    'Content-Type: application/problem+json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'X-Content-Type-Options: nosniff',
+    'Cache-Control: no-store',
+    'Connection: close',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
 }

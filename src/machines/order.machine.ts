@@ -1,4 +1,13 @@
-import { assign, fromPromise, setup, type ActorLogic, type AnyActorRef, type PromiseSnapshot } from 'xstate';
+import {
+  assign,
+  fromPromise,
+  setup,
+  type ActorLogic,
+  type AnyActorRef,
+  type EventObject,
+  type OutputFrom,
+  type PromiseSnapshot,
+} from 'xstate';
 import { isTransientCode, toStepError, type StepError } from '../domain/errors.js';
 import {
   STAGE_NAMES,
@@ -17,7 +26,7 @@ import {
 } from '../domain/order.js';
 
 /*
- * The order saga. This file imports only xstate and domain types, so the Stately
+ * The order saga. This file imports only xstate and src/domain, so the Stately
  * editor, the graph tests and the diagram script can load it on its own.
  *
  * Durability rules the shape follows:
@@ -25,8 +34,9 @@ import {
  *   `provide()` swaps them by the same name (real steps in production, fakes in tests).
  * - No `after` timers: XState does not restore them from a snapshot
  *   (statelyai/xstate#5331). Retry waits and the order deadline keep their due time in
- *   context and wait in an invoked promise actor, which runs again when a snapshot is
- *   restored — so the wait is re-armed for whatever time is left.
+ *   context and wait in an invoked timer actor (`sleepUntil`), which is started again
+ *   when a snapshot is restored — so the wait is re-armed for whatever time is left.
+ * - State ids are persisted: renaming a state strands the snapshots that are in it.
  * - An invoked step that was running when the process died runs again on restore, so
  *   every step is idempotent by (order id, step) in the layer that implements it.
  */
@@ -142,18 +152,6 @@ export const sleepUntil: ActorLogic<SleepSnapshot, { type: string; [k: string]: 
   restoreSnapshot: (snapshot) => snapshot as SleepSnapshot,
 };
 
-/** The stage each state works on, for records, logs and the API's `stage` fields. */
-export const STAGE_OF_STATE = {
-  placing: 'placement',
-  reserving: 'reservation',
-  paying: 'payment',
-  fulfilling: 'fulfillment',
-  notifying: 'notification',
-  refundingPayment: 'refund',
-  releasingStock: 'release',
-  cancellingOrder: 'cancellation',
-} as const satisfies Record<string, StageName>;
-
 /** Codes that prove a step had no effect, so there is nothing to undo. */
 const NO_EFFECT_CODES: Partial<Record<StageName, ReadonlySet<string>>> = {
   reservation: new Set(['insufficient_stock', 'unknown_sku', 'reservation_released']),
@@ -200,33 +198,79 @@ function now(): string {
   return lastIso;
 }
 
-type StageParams = { stage: StageName };
-/** What a step produced, kept in context. */
-type StepRecord = Partial<Pick<OrderContext, 'order' | 'reservation' | 'payment' | 'shipment' | 'notifications'>>;
-type StageErrorParams = { stage: StageName; error: StepError };
+const actors = {
+  placeOrder: fromPromise<Order, PlaceOrderInput>(notProvided('placeOrder')),
+  reserveStock: fromPromise<Reservation, StockInput>(notProvided('reserveStock')),
+  releaseStock: fromPromise<Reservation | null, StockInput>(notProvided('releaseStock')),
+  capturePayment: fromPromise<Payment, CapturePaymentInput>(notProvided('capturePayment')),
+  refundPayment: fromPromise<Payment | null, RefundPaymentInput>(notProvided('refundPayment')),
+  shipOrder: fromPromise<Shipment, ShipOrderInput>(notProvided('shipOrder')),
+  sendNotifications: fromPromise<Notification[], SendNotificationsInput>(notProvided('sendNotifications')),
+  cancelOrder: fromPromise<void, CancelOrderInput>(notProvided('cancelOrder')),
+  awaitRetry: sleepUntil,
+  awaitDeadline: sleepUntil,
+};
+type StepActor = Exclude<keyof typeof actors, 'awaitRetry' | 'awaitDeadline'>;
 
-export const orderMachine = setup({
+/** Context fields a step's output is kept in. */
+type RecordKey = 'order' | 'reservation' | 'payment' | 'shipment' | 'notifications';
+/** The fields an actor's output fits, so a step cannot be told to keep its output in the wrong one. */
+type RecordOf<A extends StepActor> = {
+  [K in RecordKey]: OutputFrom<(typeof actors)[A]> extends OrderContext[K] ? K : never;
+}[RecordKey];
+type StepSpec = {
+  [A in StepActor]: {
+    stage: StageName;
+    actor: A;
+    /** Where the output goes in context. */
+    record?: RecordOf<A>;
+    /** The forward stage a compensation undoes, marked `compensated` when it succeeds. */
+    undoes?: StageName;
+  };
+}[StepActor];
+
+/**
+ * Every step state (`running` ⇄ `waiting`, see `step()`), with the stage it works on and the
+ * actor it invokes. The actor's name is also the invoke's id, so it names the child in snapshots.
+ */
+export const ORDER_STEPS = {
+  placing: { stage: 'placement', actor: 'placeOrder', record: 'order' },
+  reserving: { stage: 'reservation', actor: 'reserveStock', record: 'reservation' },
+  paying: { stage: 'payment', actor: 'capturePayment', record: 'payment' },
+  fulfilling: { stage: 'fulfillment', actor: 'shipOrder', record: 'shipment' },
+  notifying: { stage: 'notification', actor: 'sendNotifications', record: 'notifications' },
+  refundingPayment: { stage: 'refund', actor: 'refundPayment', record: 'payment', undoes: 'payment' },
+  releasingStock: { stage: 'release', actor: 'releaseStock', record: 'reservation', undoes: 'reservation' },
+  cancellingOrder: { stage: 'cancellation', actor: 'cancelOrder' },
+} as const satisfies Record<string, StepSpec>;
+type StepState = keyof typeof ORDER_STEPS;
+
+/** The stage each state works on, for records, logs and the API's `stage` fields. */
+export const STAGE_OF_STATE = Object.fromEntries(Object.entries(ORDER_STEPS).map(([state, { stage }]) => [state, stage])) as {
+  readonly [S in StepState]: (typeof ORDER_STEPS)[S]['stage'];
+};
+
+type StageParams = { stage: StageName };
+
+/** Guards and actions on a step's error event read the error here, so their params stay static. */
+function errorOf(event: EventObject): StepError {
+  return toStepError('error' in event ? event.error : undefined);
+}
+function outputOf(event: EventObject): unknown {
+  return 'output' in event ? event.output : undefined;
+}
+
+const orderSetup = setup({
   types: {
     context: {} as OrderContext,
     events: {} as OrderEvent,
     input: {} as OrderInput,
     tags: {} as 'parked',
   },
-  actors: {
-    placeOrder: fromPromise<Order, PlaceOrderInput>(notProvided('placeOrder')),
-    reserveStock: fromPromise<Reservation, StockInput>(notProvided('reserveStock')),
-    releaseStock: fromPromise<Reservation | null, StockInput>(notProvided('releaseStock')),
-    capturePayment: fromPromise<Payment, CapturePaymentInput>(notProvided('capturePayment')),
-    refundPayment: fromPromise<Payment | null, RefundPaymentInput>(notProvided('refundPayment')),
-    shipOrder: fromPromise<Shipment, ShipOrderInput>(notProvided('shipOrder')),
-    sendNotifications: fromPromise<Notification[], SendNotificationsInput>(notProvided('sendNotifications')),
-    cancelOrder: fromPromise<void, CancelOrderInput>(notProvided('cancelOrder')),
-    awaitRetry: sleepUntil,
-    awaitDeadline: sleepUntil,
-  },
+  actors,
   guards: {
-    canRetry: ({ context }, { stage, error }: StageErrorParams) =>
-      isTransientCode(error.code) && context.stages[stage].attempts < context.retry.max_attempts,
+    canRetry: ({ context, event }, { stage }: StageParams) =>
+      isTransientCode(errorOf(event).code) && context.stages[stage].attempts < context.retry.max_attempts,
     /** Compensations retry whatever the error: giving up on an undo is the last resort. */
     canRetryCompensation: ({ context }, { stage }: StageParams) =>
       context.stages[stage].attempts < context.retry.max_attempts,
@@ -244,20 +288,26 @@ export const orderMachine = setup({
         attempts: context.stages[stage].attempts + 1,
       }),
     })),
-    /** The step succeeded; `record` is what it produced (one assign per transition: they copy the context). */
-    completeStage: assign(({ context }, { stage, record }: StageParams & { record?: StepRecord }) => ({
-      ...record,
+    /**
+     * The step succeeded; its output goes to `record`, a field ORDER_STEPS checks it fits
+     * (one assign per transition: they copy the context).
+     */
+    completeStage: assign(({ context, event }, { stage, record }: StageParams & { record?: RecordKey }) => ({
+      ...(record && { [record]: outputOf(event) }),
       stages: patchStage(context, stage, { status: 'succeeded', ended_at: now() }),
     })),
-    scheduleRetry: assign(({ context }, { stage, error }: StageErrorParams) => ({
+    scheduleRetry: assign(({ context, event }, { stage }: StageParams) => ({
       retry_at: new Date(Date.now() + retryDelayMs(context.retry, context.stages[stage].attempts)).toISOString(),
-      stages: patchStage(context, stage, { error }),
+      stages: patchStage(context, stage, { error: errorOf(event) }),
     })),
-    failStage: assign(({ context }, { stage, error }: StageErrorParams) => ({
-      stages: patchStage(context, stage, { status: 'failed', ended_at: now(), error }),
-      errors: [...context.errors, { stage, code: error.code, message: error.message }],
-      failure: context.failure ?? { stage, code: error.code, message: error.message },
-    })),
+    failStage: assign(({ context, event }, { stage }: StageParams) => {
+      const error = errorOf(event);
+      return {
+        stages: patchStage(context, stage, { status: 'failed', ended_at: now(), error }),
+        errors: [...context.errors, { stage, code: error.code, message: error.message }],
+        failure: context.failure ?? { stage, code: error.code, message: error.message },
+      };
+    }),
     /** A customer cancel or the deadline cuts the running stage off; it is then compensated like a failure. */
     interrupt: assign(({ context }, { error, cancel }: { error: StepError; cancel: boolean }) => {
       const running = STAGE_NAMES.find((name) => context.stages[name].status === 'running') ?? 'placement';
@@ -269,19 +319,22 @@ export const orderMachine = setup({
         failure: context.failure ?? { stage: running, code: error.code, message: error.message },
       };
     }),
-    /** The compensation succeeded: the forward stage's effect is undone. */
-    compensateStage: assign(({ context }, { stage, by, record }: { stage: StageName; by: StageName; record?: StepRecord }) => ({
-      ...record,
+    /** The compensation `by` succeeded: `stage`'s effect is undone. A step that reports nothing keeps `record` as it was. */
+    compensateStage: assign(({ context, event }, { stage, by, record }: StageParams & { by: StageName; record?: RecordKey }) => ({
+      ...(record && { [record]: outputOf(event) ?? context[record] }),
       stages: {
         ...patchStage(context, by, { status: 'succeeded', ended_at: now() }),
         [stage]: { ...context.stages[stage], status: 'compensated' as const },
       },
     })),
     /** A failed notification is recorded, but a shipped order stays shipped. */
-    recordNotificationError: assign(({ context }, { error }: { error: StepError }) => ({
-      stages: patchStage(context, 'notification', { status: 'failed', ended_at: now(), error }),
-      errors: [...context.errors, { stage: 'notification' as const, code: error.code, message: error.message }],
-    })),
+    recordNotificationError: assign(({ context, event }, { stage }: StageParams) => {
+      const error = errorOf(event);
+      return {
+        stages: patchStage(context, stage, { status: 'failed', ended_at: now(), error }),
+        errors: [...context.errors, { stage, code: error.code, message: error.message }],
+      };
+    }),
     /** An admin retry: give the failed compensation a fresh set of attempts. */
     reopenCompensation: assign(({ context }) => {
       const stages = { ...context.stages };
@@ -298,7 +351,69 @@ export const orderMachine = setup({
       return { stages, retry_at: null, finished_at: now() };
     }),
   },
-}).createMachine({
+});
+
+type OrderStateConfig = Parameters<typeof orderSetup.createStateConfig>[0];
+/** XState's invoke config for one actor: `input` typed by that actor's input. */
+type StepInvoke<A extends StepActor> = Extract<NonNullable<OrderStateConfig['invoke']>, { src: A }>;
+type StepActorOf<S extends StepState> = (typeof ORDER_STEPS)[S]['actor'];
+/** A guarded `onDone` target; the helper adds the step's completing action. */
+type StepDoneCandidate = { guard?: 'cancelRequested'; target: string };
+
+/** What a step does once it gives up on an error, by kind of step. */
+const ON_ERROR = {
+  // Going forward: undo what was done.
+  forward: { retry: 'canRetry', target: '#order.compensating', action: 'failStage' },
+  // The order has shipped: record the error and complete anyway.
+  notification: { retry: 'canRetry', target: '#order.completed', action: 'recordNotificationError' },
+  // An undo that fails for good parks the order for an admin.
+  compensation: { retry: 'canRetryCompensation', target: '#order.compensationFailed', action: 'failStage' },
+} as const;
+
+/**
+ * A step state: `running` invokes the step's actor, `waiting` waits for `retry_at` before the next
+ * attempt. On success it records the output and goes to `onDone` (the first candidate whose guard
+ * passes); on an error it retries while `ON_ERROR[kind].retry` allows, then gives up.
+ */
+function step<S extends StepState>(
+  state: S,
+  kind: keyof typeof ON_ERROR,
+  { input, onDone }: { input: StepInvoke<StepActorOf<S>>['input']; onDone: string | StepDoneCandidate[] },
+) {
+  const spec: StepSpec = ORDER_STEPS[state];
+  const { stage, actor } = spec;
+  const { retry, target, action } = ON_ERROR[kind];
+  const done = spec.undoes
+    ? ({ type: 'compensateStage', params: { stage: spec.undoes, by: stage, record: spec.record } } as const)
+    : ({ type: 'completeStage', params: { stage, record: spec.record } } as const);
+  const transitions = {
+    onDone:
+      typeof onDone === 'string' ? { target: onDone, actions: done } : onDone.map((candidate) => ({ ...candidate, actions: done })),
+    onError: [
+      { guard: { type: retry, params: { stage } }, target: 'waiting', actions: { type: 'scheduleRetry', params: { stage } } },
+      { target, actions: { type: action, params: { stage } } },
+    ],
+  } satisfies Pick<StepInvoke<StepActor>, 'onDone' | 'onError'>;
+  // `input` is typed by S's actor, which TS cannot match to one member of the invoke union inside
+  // this generic function; the caller's `input` was checked against that actor already.
+  const invoke = { id: actor, src: actor, input, ...transitions } as StepInvoke<StepActorOf<S>>;
+  return {
+    initial: 'running',
+    states: {
+      running: orderSetup.createStateConfig({ entry: { type: 'startStage', params: { stage } }, invoke }),
+      waiting: orderSetup.createStateConfig({
+        invoke: {
+          id: 'awaitRetry',
+          src: 'awaitRetry',
+          input: ({ context }) => ({ until: context.retry_at ?? context.created_at }),
+          onDone: 'running',
+        },
+      }),
+    },
+  } as const;
+}
+
+export const orderMachine = orderSetup.createMachine({
   id: 'order',
   context: ({ input }) => ({
     ...input,
@@ -338,181 +453,46 @@ export const orderMachine = setup({
       },
       initial: 'placing',
       states: {
-        placing: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'placement' } },
-              invoke: {
-                id: 'placeOrder',
-                src: 'placeOrder',
-                input: ({ context }) => ({
-                  order_id: context.order_id,
-                  user_id: context.user_id,
-                  request: context.request,
-                  created_at: context.created_at,
-                }),
-                onDone: {
-                  target: '#order.cancellable.reserving',
-                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'placement', record: { order: event.output } }) },
-                },
-                onError: [
-                  {
-                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensating',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'placement', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
-        reserving: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'reservation' } },
-              invoke: {
-                id: 'reserveStock',
-                src: 'reserveStock',
-                input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
-                onDone: {
-                  target: '#order.cancellable.paying',
-                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'reservation', record: { reservation: event.output } }) },
-                },
-                onError: [
-                  {
-                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensating',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'reservation', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
-        paying: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'payment' } },
-              invoke: {
-                id: 'capturePayment',
-                src: 'capturePayment',
-                input: ({ context }) => ({
-                  order_id: context.order_id,
-                  user_id: context.user_id,
-                  amount_cents: context.order?.total_cents ?? 0,
-                  currency: context.order?.currency ?? 'USD',
-                  token: context.request.payment.token,
-                }),
-                onDone: {
-                  target: '#order.fulfilling',
-                  actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'payment', record: { payment: event.output } }) },
-                },
-                onError: [
-                  {
-                    guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensating',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'payment', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
+        placing: step('placing', 'forward', {
+          input: ({ context }) => ({
+            order_id: context.order_id,
+            user_id: context.user_id,
+            request: context.request,
+            created_at: context.created_at,
+          }),
+          onDone: '#order.cancellable.reserving',
+        }),
+        reserving: step('reserving', 'forward', {
+          input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
+          onDone: '#order.cancellable.paying',
+        }),
+        paying: step('paying', 'forward', {
+          input: ({ context }) => ({
+            order_id: context.order_id,
+            user_id: context.user_id,
+            amount_cents: context.order?.total_cents ?? 0,
+            currency: context.order?.currency ?? 'USD',
+            token: context.request.payment.token,
+          }),
+          onDone: '#order.fulfilling',
+        }),
       },
     },
     // Shipped goods are not taken back: from here on CANCEL is refused and no deadline applies.
-    fulfilling: {
-      initial: 'running',
-      states: {
-        running: {
-          entry: { type: 'startStage', params: { stage: 'fulfillment' } },
-          invoke: {
-            id: 'shipOrder',
-            src: 'shipOrder',
-            input: ({ context }) => ({ order_id: context.order_id, items: context.request.items, shipping: context.request.shipping }),
-            onDone: {
-              target: '#order.notifying',
-              actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'fulfillment', record: { shipment: event.output } }) },
-            },
-            onError: [
-              {
-                guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
-                target: 'waiting',
-                actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
-              },
-              {
-                target: '#order.compensating',
-                actions: { type: 'failStage', params: ({ event }) => ({ stage: 'fulfillment', error: toStepError(event.error) }) },
-              },
-            ],
-          },
-        },
-        waiting: {
-          invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-        },
-      },
-    },
-    notifying: {
-      initial: 'running',
-      states: {
-        running: {
-          entry: { type: 'startStage', params: { stage: 'notification' } },
-          invoke: {
-            id: 'sendNotifications',
-            src: 'sendNotifications',
-            input: ({ context }) => ({
-              order_id: context.order_id,
-              user_id: context.user_id,
-              order: context.order!,
-              payment: context.payment,
-              shipment: context.shipment,
-            }),
-            onDone: {
-              target: '#order.completed',
-              actions: { type: 'completeStage', params: ({ event }) => ({ stage: 'notification', record: { notifications: event.output } }) },
-            },
-            onError: [
-              {
-                guard: { type: 'canRetry', params: ({ event }) => ({ stage: 'notification', error: toStepError(event.error) }) },
-                target: 'waiting',
-                actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'notification', error: toStepError(event.error) }) },
-              },
-              {
-                target: '#order.completed',
-                actions: { type: 'recordNotificationError', params: ({ event }) => ({ error: toStepError(event.error) }) },
-              },
-            ],
-          },
-        },
-        waiting: {
-          invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-        },
-      },
-    },
+    fulfilling: step('fulfilling', 'forward', {
+      input: ({ context }) => ({ order_id: context.order_id, items: context.request.items, shipping: context.request.shipping }),
+      onDone: '#order.notifying',
+    }),
+    notifying: step('notifying', 'notification', {
+      input: ({ context }) => ({
+        order_id: context.order_id,
+        user_id: context.user_id,
+        order: context.order!,
+        payment: context.payment,
+        shipment: context.shipment,
+      }),
+      onDone: '#order.completed',
+    }),
     completed: { type: 'final', entry: 'finish' },
     // Undo in reverse: refund, release, cancel. `planning` picks the next undo that is still
     // needed and is re-entered after each one, so a resumed compensation skips what is done.
@@ -526,111 +506,24 @@ export const orderMachine = setup({
             { target: 'cancellingOrder' },
           ],
         },
-        refundingPayment: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'refund' } },
-              invoke: {
-                id: 'refundPayment',
-                src: 'refundPayment',
-                input: ({ context }) => ({ order_id: context.order_id }),
-                onDone: {
-                  target: '#order.compensating.planning',
-                  actions: {
-                    type: 'compensateStage',
-                    params: ({ event, context }) => ({ stage: 'payment', by: 'refund', record: { payment: event.output ?? context.payment } }),
-                  },
-                },
-                onError: [
-                  {
-                    guard: { type: 'canRetryCompensation', params: { stage: 'refund' } },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'refund', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensationFailed',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'refund', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
-        releasingStock: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'release' } },
-              invoke: {
-                id: 'releaseStock',
-                src: 'releaseStock',
-                input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
-                onDone: {
-                  target: '#order.compensating.planning',
-                  actions: {
-                    type: 'compensateStage',
-                    params: ({ event, context }) => ({ stage: 'reservation', by: 'release', record: { reservation: event.output ?? context.reservation } }),
-                  },
-                },
-                onError: [
-                  {
-                    guard: { type: 'canRetryCompensation', params: { stage: 'release' } },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'release', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensationFailed',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'release', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
-        cancellingOrder: {
-          initial: 'running',
-          states: {
-            running: {
-              entry: { type: 'startStage', params: { stage: 'cancellation' } },
-              invoke: {
-                id: 'cancelOrder',
-                src: 'cancelOrder',
-                input: ({ context }) => ({
-                  order_id: context.order_id,
-                  user_id: context.user_id,
-                  request: context.request,
-                  created_at: context.created_at,
-                  reason: context.cancel_requested ? ('cancelled' as const) : ('failed' as const),
-                }),
-                onDone: [
-                  { guard: 'cancelRequested', target: '#order.cancelled', actions: { type: 'completeStage', params: { stage: 'cancellation' } } },
-                  { target: '#order.failed', actions: { type: 'completeStage', params: { stage: 'cancellation' } } },
-                ],
-                onError: [
-                  {
-                    guard: { type: 'canRetryCompensation', params: { stage: 'cancellation' } },
-                    target: 'waiting',
-                    actions: { type: 'scheduleRetry', params: ({ event }) => ({ stage: 'cancellation', error: toStepError(event.error) }) },
-                  },
-                  {
-                    target: '#order.compensationFailed',
-                    actions: { type: 'failStage', params: ({ event }) => ({ stage: 'cancellation', error: toStepError(event.error) }) },
-                  },
-                ],
-              },
-            },
-            waiting: {
-              invoke: { id: 'awaitRetry', src: 'awaitRetry', input: ({ context }) => ({ until: context.retry_at ?? context.created_at }), onDone: 'running' },
-            },
-          },
-        },
+        refundingPayment: step('refundingPayment', 'compensation', {
+          input: ({ context }) => ({ order_id: context.order_id }),
+          onDone: '#order.compensating.planning',
+        }),
+        releasingStock: step('releasingStock', 'compensation', {
+          input: ({ context }) => ({ order_id: context.order_id, items: context.request.items }),
+          onDone: '#order.compensating.planning',
+        }),
+        cancellingOrder: step('cancellingOrder', 'compensation', {
+          input: ({ context }) => ({
+            order_id: context.order_id,
+            user_id: context.user_id,
+            request: context.request,
+            created_at: context.created_at,
+            reason: context.cancel_requested ? ('cancelled' as const) : ('failed' as const),
+          }),
+          onDone: [{ guard: 'cancelRequested', target: '#order.cancelled' }, { target: '#order.failed' }],
+        }),
       },
     },
     // An undo that kept failing. The actor is parked (stopped and kept in the store), never

@@ -27,7 +27,7 @@ async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?:
   return { ...env, DATABASE_URL: db.url };
 }
 
-const base = { JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'info', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000' };
+const base = { JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'info', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', RATE_LIMIT_IP_PER_SEC: '100000', RATE_LIMIT_IP_BURST: '100000' };
 
 async function startWithStock(env: Record<string, string>) {
   const server = await startServerProcess({ ...base, ...env });

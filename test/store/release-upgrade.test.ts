@@ -18,15 +18,6 @@ const fixture = JSON.parse(readFileSync(new URL('../fixtures/release-0.1.0.db.js
   tables: Record<string, Array<Record<string, unknown>>>;
 };
 
-// The in-flight order was written with a one-hour deadline; the upgrade test is about
-// resuming it, not about that hour having passed, so its deadline moves to an hour from now.
-const DEADLINE_AT = new Date(Date.now() + 3_600_000).toISOString();
-for (const row of fixture.tables.order_snapshots ?? []) {
-  if (row.order_id !== fixture.orders.processing) continue;
-  const deadline = JSON.parse(row.snapshot as string).context.deadline_at as string;
-  row.snapshot = (row.snapshot as string).split(deadline).join(DEADLINE_AT);
-}
-
 let dir: string;
 let svc: TestService;
 let admin: string;
@@ -37,7 +28,8 @@ beforeAll(async () => {
   const old = new Database(path);
   migrate(old, MIGRATIONS.filter((m) => m.version <= 2));
   for (const [table, rows] of Object.entries(fixture.tables)) {
-    for (const row of rows) {
+    for (const stored of rows) {
+      const row = table === 'order_snapshots' ? withDeadlineAhead(stored) : stored;
       const columns = Object.keys(row);
       old.prepare(`INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`).run(row);
     }
@@ -50,6 +42,20 @@ afterAll(async () => {
   await svc?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** The fixture's unfinished order keeps a deadline in the future, whenever the test runs. */
+function withDeadlineAhead(row: Record<string, unknown>): Record<string, unknown> {
+  if (row.status !== 'processing') return row;
+  const snapshot = JSON.parse(row.snapshot as string) as {
+    context: { deadline_at: string };
+    children: { awaitDeadline: { snapshot: { input: { until: string } } } };
+  };
+  // The deadline's wait re-arms from its own persisted input, which copies the context's.
+  const ahead = new Date(Date.now() + 3_600_000).toISOString();
+  snapshot.context.deadline_at = ahead;
+  snapshot.children.awaitDeadline.snapshot.input.until = ahead;
+  return { ...row, snapshot: JSON.stringify(snapshot) };
+}
 
 const status = async (id: string) => (await svc.call('GET', `/api/v1/pipeline/orders/${id}/status`, { token: admin })).json();
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mintToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { createService, type Service, type ServiceOverrides } from '../../src/main.js';
 import type { ProductInput } from '../../src/store/store.ports.js';
 import { closeReaders } from './ledger.js';
@@ -37,7 +37,7 @@ export const TEST_STORE: TestStore = process.env.TEST_STORE === 'postgres' ? 'po
  */
 export async function startTestService(
   env: Record<string, string> = {},
-  options: { products?: ProductInput[]; overrides?: ServiceOverrides; store?: TestStore } = {},
+  options: { products?: ProductInput[]; overrides?: ServiceOverrides; logger?: Logger; store?: TestStore } = {},
 ): Promise<TestService> {
   const dir = mkdtempSync(join(tmpdir(), 'ordersaga-test-'));
   const store = options.store ?? TEST_STORE;
@@ -50,6 +50,8 @@ export async function startTestService(
     LOG_LEVEL: 'silent',
     RATE_LIMIT_PER_SEC: '100000',
     RATE_LIMIT_BURST: '100000',
+    RATE_LIMIT_IP_PER_SEC: '100000',
+    RATE_LIMIT_IP_BURST: '100000',
     RETRY_BASE_MS: '5',
     PAYMENT_SLOW_MS: '400',
     INVENTORY_THREADS: '2',
@@ -58,7 +60,7 @@ export async function startTestService(
   });
   let service: Service;
   try {
-    service = await createService(config, createLogger(config.logLevel), options.overrides);
+    service = await createService(config, options.logger ?? createLogger(config.logLevel), options.overrides);
   } catch (err) {
     await database?.drop();
     throw err;

@@ -1,0 +1,103 @@
+import { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Logger } from '../logger.js';
+
+/**
+ * Where rate-limit counters live. `counter()` gives a fixed-window counter of `points` per
+ * `durationS` per key (rate-limiter-flexible's limiters); `rate-limit.middleware.ts` combines two of
+ * them into a burst and a sustained rate.
+ */
+export interface RateLimitStore {
+  readonly kind: 'memory' | 'redis';
+  counter(name: string, points: number, durationS: number): RateLimiterAbstract;
+  close(): Promise<void>;
+}
+
+export interface RateLimitStorageConfig {
+  /** Counters shared by every instance through this Redis; unset: in this process's memory. */
+  redisUrl: string | undefined;
+  /** Prefix of every Redis key (`<prefix>rl:<name>:<key>`), so several services can share one Redis. */
+  keyPrefix: string;
+}
+
+/** Counters in this process: limits hold per instance. */
+export function memoryRateLimitStore(): RateLimitStore {
+  return {
+    kind: 'memory',
+    counter: (name, points, duration) => new RateLimiterMemory({ keyPrefix: name, points, duration }),
+    close: async () => {},
+  };
+}
+
+/**
+ * The one place that chooses the store: Redis when `REDIS_URL` is set, else memory. (A PostgreSQL
+ * store is one more branch here: rate-limiter-flexible's `RateLimiterPostgres` takes a `pg` pool.)
+ */
+export async function createRateLimitStore(config: RateLimitStorageConfig, logger: Logger): Promise<RateLimitStore> {
+  if (!config.redisUrl) return memoryRateLimitStore();
+  return redisRateLimitStore(config.redisUrl, config.keyPrefix, logger);
+}
+
+/**
+ * Counters in Redis, shared by every instance. Connects at start (a Redis that cannot be reached
+ * fails the start). Afterwards, while Redis is unreachable, each instance counts in its own memory
+ * (rate-limiter-flexible's insurance limiter) instead of waiting for or failing on Redis; commands
+ * are never queued while the connection is down.
+ */
+export async function redisRateLimitStore(url: string, keyPrefix: string, logger: Logger): Promise<RateLimitStore> {
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    commandTimeout: 500,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+  });
+  const shown = redactedUrl(url);
+  let lastError: Error | undefined;
+  let down = false;
+  let ready = false;
+  const lost = (err?: Error) => {
+    if (ready && !down) logger.warn({ err, redis: shown }, 'Redis for rate limits is unreachable; counting in memory per instance until it is back');
+    down = true;
+  };
+  redis.on('error', (err: Error) => {
+    lastError = err;
+    lost(err);
+  });
+  redis.on('close', () => lost());
+  redis.on('ready', () => {
+    if (ready && down) logger.info({ redis: shown }, 'Redis for rate limits is back');
+    ready = true;
+    down = false;
+  });
+  try {
+    await redis.connect();
+  } catch (err) {
+    redis.disconnect();
+    throw new Error(`REDIS_URL: cannot connect to ${shown}: ${(lastError ?? (err as Error)).message}`);
+  }
+  return {
+    kind: 'redis',
+    counter: (name, points, duration) =>
+      new RateLimiterRedis({
+        storeClient: redis,
+        keyPrefix: `${keyPrefix}rl:${name}`,
+        points,
+        duration,
+        rejectIfRedisNotReady: true,
+        insuranceLimiter: new RateLimiterMemory({ keyPrefix: name, points, duration }),
+        // A key over its limit is refused from memory until its window ends: a flood costs Redis nothing.
+        inMemoryBlockOnConsumed: points + 1,
+      }),
+    async close() {
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
+
+function redactedUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.toString();
+}
