@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { newId } from './domain/ids.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -50,6 +51,18 @@ const schema = z.object({
   PORT: int(0, 65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   DB_PATH: z.string().min(1).default('./data/ordersaga.db'),
+  DATABASE_URL: optionalText.refine((v) => {
+    if (v === undefined) return true;
+    try {
+      const u = new URL(v);
+      return (u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.hostname !== '';
+    } catch {
+      return false;
+    }
+  }, 'must be a postgres:// or postgresql:// URL, e.g. postgres://user@127.0.0.1:5432/ordersaga'),
+  DATABASE_POOL_SIZE: int(1, 1000).default(10),
+  INSTANCE_ID: optionalText.refine((v) => v === undefined || /^[\x21-\x7E]{1,100}$/.test(v), 'must be 1 to 100 printable ASCII characters, no spaces'),
+  LEASE_MS: int(1000, 3_600_000).default(10_000),
   JWT_SECRET: optionalText.refine((v) => v === undefined || Buffer.byteLength(v) >= 32, 'must be at least 32 bytes'),
   JWT_ISSUER: optionalText,
   JWT_AUDIENCE: optionalText,
@@ -120,6 +133,12 @@ export interface Config {
   port: number;
   host: string;
   dbPath: string;
+  /** PostgreSQL for every store when `url` is set; unset, the SQLite file at `dbPath`. */
+  database: { url: string | undefined; poolSize: number };
+  /** This instance's name, stored as the owner of the orders it runs (default: generated, unique per start). */
+  instanceId: string;
+  /** How long an instance's claim on its orders lasts without renewal (used by several instances on PostgreSQL). */
+  leaseMs: number;
   jwt: {
     secret: string | undefined;
     issuer: string | undefined;
@@ -193,6 +212,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     host: e.HOST,
     dbPath: e.DB_PATH,
+    database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
+    instanceId: e.INSTANCE_ID ?? newId('ins'),
+    leaseMs: e.LEASE_MS,
     jwt: {
       secret: e.JWT_SECRET,
       issuer: e.JWT_ISSUER,

@@ -19,8 +19,8 @@ import { LocalOrderEngine } from './orders/local.engine.js';
 import type { OrderEngine } from './orders/order.engine.js';
 import { fillMissingViews } from './orders/order.view.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
+import { openStore, type OpenedStore } from './store/open-store.js';
 import type { Db } from './store/sqlite/sqlite.database.js';
-import { openSqliteStore } from './store/sqlite/sqlite.stores.js';
 import type { Inventory, Stores } from './store/store.ports.js';
 import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
 
@@ -41,8 +41,13 @@ export interface Service {
   app: Hono;
   engine: OrderEngine;
   stores: Stores;
-  /** The SQLite file's main-thread connection (tests read the database through it). */
-  db: Db;
+  /** Which store this service runs on (`DATABASE_URL` set: PostgreSQL). */
+  storeKind: OpenedStore['kind'];
+  /**
+   * The SQLite file's main-thread connection, for tests that are about SQLite itself.
+   * Reading it on PostgreSQL throws: store-neutral tests read through test/support/ledger.ts.
+   */
+  readonly db: Db;
   pool: InventoryPool;
   /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
   jwtSecret: string | undefined;
@@ -62,12 +67,12 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
   const rateLimitStore = await createRateLimitStore(config.rateLimit.storage, logger);
 
-  const store = openSqliteStore(config.dbPath, logger);
+  const store = await openStore(config, logger);
   const { stores } = store;
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
   const pool = createInventoryPool({
-    dbPath: config.dbPath,
+    store: store.inventoryWorker,
     threads: config.inventoryThreads,
     // Workers read what the main thread wrote (products, orders) from their own connections.
     beforeDispatch: stores.flush,
@@ -87,6 +92,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const engine = new LocalOrderEngine({
     machine: orderMachine.provide({ actors }),
     states: stores.states,
+    owner: config.instanceId,
     logger,
     orderTimeoutMs: config.orderTimeoutMs,
     maxLive: config.maxLiveOrders,
@@ -129,7 +135,11 @@ export async function createService(config: Config, logger: Logger, overrides: S
     app,
     engine,
     stores,
-    db: store.db,
+    storeKind: store.kind,
+    get db(): Db {
+      if (!store.sqlite) throw new Error('Service.db is the SQLite connection, and this service runs on PostgreSQL');
+      return store.sqlite;
+    },
     pool,
     jwtSecret,
     async drain(graceMs) {
@@ -141,7 +151,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       if (engine.accepting) await service.drain(0);
       await pool.close();
       await stores.flush();
-      store.close();
+      await store.close();
       keys?.close();
       await rateLimitStore.close();
     },
@@ -191,7 +201,8 @@ async function main(): Promise<void> {
   const server = createHttpServer(service.app, config.http, { logger });
   server.listen(config.port, config.host, () => {
     const info = server.address() as AddressInfo;
-    logger.info({ url: `http://${config.host}:${info.port}`, db: config.dbPath, threads: config.inventoryThreads }, 'ordersaga listening');
+    const db = config.database.url ? redactUrl(config.database.url) : config.dbPath;
+    logger.info({ url: `http://${config.host}:${info.port}`, db, instance: config.instanceId, threads: config.inventoryThreads }, 'ordersaga listening');
   });
   server.on('error', (err) => {
     logger.fatal({ err }, 'server error');
@@ -220,6 +231,17 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** A database URL fit for a log line: no password. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://…';
+  }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -16,8 +16,22 @@ describe('configuration', () => {
       logLevel: 'info',
       seedDemo: true,
       retry: { max_attempts: 3, base_ms: 100 },
+      database: { url: undefined, poolSize: 10 },
+      leaseMs: 10_000,
     });
     expect(c.jwt.secret).toBeUndefined();
+  });
+
+  it('names each start of an instance uniquely unless INSTANCE_ID is set', () => {
+    expect(loadConfig({}).instanceId).not.toBe(loadConfig({}).instanceId);
+    expect(loadConfig({ INSTANCE_ID: 'shop-a' }).instanceId).toBe('shop-a');
+    expect(() => loadConfig({ INSTANCE_ID: 'two words' })).toThrowError(/INSTANCE_ID/);
+  });
+
+  it('takes a PostgreSQL DATABASE_URL and refuses anything else', () => {
+    expect(loadConfig({ DATABASE_URL: 'postgres://u@db:5432/shop' }).database.url).toBe('postgres://u@db:5432/shop');
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://u@db/shop' })).toThrowError(/DATABASE_URL: must be a postgres:\/\//);
+    expect(() => loadConfig({ LEASE_MS: '10' })).toThrowError(/LEASE_MS/);
   });
 
   it('fails fast, naming every bad variable at once', () => {

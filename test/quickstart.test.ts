@@ -17,6 +17,8 @@ describe('the README', () => {
   it('quickstart runs as written against a freshly started server with the demo catalog', async () => {
     const env = { DB_PATH: join(dir, 'ordersaga.db'), JWT_SECRET: '' };
     server = await startServerProcess(env);
+    // Printed before the server listens, but the pipe's data may be read after /healthz answered.
+    for (let i = 0; i < 100 && !/user token/.test(server.output()); i++) await new Promise((r) => setTimeout(r, 20));
     expect(server.output()).toMatch(/user token \(sub=alice, 24h\): +ey/);
 
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');

@@ -1,7 +1,7 @@
 import { Piscina } from 'piscina';
 import { OrderError } from '../domain/errors.js';
 import type { Inventory } from '../store/store.ports.js';
-import type { InventoryWorkerData } from './inventory.worker.js';
+import type { InventoryWorkerData, InventoryWorkerStore } from './inventory.worker.js';
 import { unwrapStockResult, type BatchTask, type StockOp, type StockResult } from './inventory.wire.js';
 
 /** Reserve and release on worker threads; failures arrive as `OrderError` with the worker's code. */
@@ -10,10 +10,12 @@ export interface InventoryPool extends Pick<Inventory, 'reserve' | 'release'> {
   close(): Promise<void>;
 }
 
+/** Which store the worker threads open, each on its own connection. */
+export type InventoryStoreOptions = { kind: 'sqlite'; dbPath: string; busyTimeoutMs?: number } | { kind: 'postgres'; url: string; lockTimeoutMs?: number };
+
 export interface InventoryPoolOptions {
-  dbPath: string;
+  store: InventoryStoreOptions;
   threads: number;
-  busyTimeoutMs?: number;
   /** Awaited before each batch is sent: lets pending main-thread writes commit first. */
   beforeDispatch?: () => Promise<void>;
   /** Another worker module with the same exports (tests use one that crashes on cue). */
@@ -31,7 +33,11 @@ function workerFile(): string {
 }
 
 export function createInventoryPool(options: InventoryPoolOptions): InventoryPool {
-  const workerData: InventoryWorkerData = { dbPath: options.dbPath, busyTimeoutMs: options.busyTimeoutMs ?? 5000 };
+  const store: InventoryWorkerStore =
+    options.store.kind === 'sqlite'
+      ? { kind: 'sqlite', dbPath: options.store.dbPath, busyTimeoutMs: options.store.busyTimeoutMs ?? 5000 }
+      : { kind: 'postgres', url: options.store.url, lockTimeoutMs: options.store.lockTimeoutMs ?? 5000 };
+  const workerData: InventoryWorkerData = { store };
   const pool = new Piscina({
     filename: options.workerFile ?? workerFile(),
     workerData,

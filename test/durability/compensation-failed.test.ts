@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OrderError } from '../../src/domain/errors.js';
 import { SimulatedPaymentGateway } from '../../src/gateways/payment.gateway.js';
-import { ledger, orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
+import { ledger } from '../support/ledger.js';
+import { orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
 
 /** The simulated gateway, except its refunds fail the first `failures` times. */
 class FlakyRefunds extends SimulatedPaymentGateway {
@@ -48,8 +49,8 @@ describe('a compensation that keeps failing', () => {
     expect(order.stages.find((s: any) => s.name === 'release').status).toBe('pending');
     expect(gateway.calls).toBe(3);
     // Nothing was silently dropped: the money is still captured, the stock still reserved.
-    expect(ledger(svc).money(order.order_id).net).toBe(1600);
-    expect(ledger(svc).products[0]).toMatchObject({ reserved: 2, available: 8 });
+    expect((await ledger(svc)).money(order.order_id).net).toBe(1600);
+    expect((await ledger(svc)).products[0]).toMatchObject({ reserved: 2, available: 8 });
     expect(svc.engine.stats().live).toBe(0);
 
     const listed = await (await svc.call('GET', '/api/v1/pipeline/orders?status=compensation_failed', { token: admin })).json();
@@ -74,8 +75,8 @@ describe('a compensation that keeps failing', () => {
       'succeeded',
       'succeeded',
     ]);
-    expect(ledger(svc).money(parked.order_id)).toEqual({ captured: 1600, refunded: 1600, net: 0 });
-    expect(ledger(svc).products[0]).toMatchObject({ reserved: 0, available: 10, sold: 0 });
+    expect((await ledger(svc)).money(parked.order_id)).toEqual({ captured: 1600, refunded: 1600, net: 0 });
+    expect((await ledger(svc)).products[0]).toMatchObject({ reserved: 0, available: 10, sold: 0 });
 
     const again = await svc.call('POST', `/api/v1/pipeline/orders/${parked.order_id}/retry`, { token: admin });
     expect(again.status).toBe(409);

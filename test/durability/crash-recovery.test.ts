@@ -1,18 +1,31 @@
-import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
-import { orderBody, TEST_SECRET } from '../support/service.js';
+import { openCommittedReader } from '../support/ledger.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { orderBody, TEST_SECRET, TEST_STORE } from '../support/service.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ordersaga-crash-'));
 const running: ServerProcess[] = [];
+const databases: TestDatabase[] = [];
 afterAll(async () => {
   for (const s of running) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  await Promise.all(running.map((s) => s.exited));
+  for (const db of databases) await db.drop();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** The store one test's server processes share: a SQLite file, or (TEST_STORE=postgres) a database of its own. */
+async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
+  const env = { DB_PATH: join(dir, `${name}.db`) };
+  if (TEST_STORE !== 'postgres') return env;
+  const db = await createTestDatabase(name);
+  databases.push(db);
+  return { ...env, DATABASE_URL: db.url };
+}
 
 async function start(env: Record<string, string>) {
   const server = await startServerProcess({ JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', RATE_LIMIT_IP_PER_SEC: '100000', RATE_LIMIT_IP_BURST: '100000', ...env });
@@ -43,7 +56,7 @@ async function untilFinal(api: ReturnType<typeof client>, ids: string[], timeout
 describe('crash recovery with a real server process', () => {
   it('brings every accepted order to a final state after kill -9, with stock and money adding up', async () => {
     // Slow enough that a quarter of the orders are still paying when the process dies, even on a loaded machine.
-    const env = { DB_PATH: join(dir, 'crash.db'), PAYMENT_SLOW_MS: '5000', ORDER_TIMEOUT_MS: '120000' };
+    const env = { ...(await storeEnv('crash')), PAYMENT_SLOW_MS: '5000', ORDER_TIMEOUT_MS: '120000' };
     const admin = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
     const first = await start(env);
     const api = client(first.url, admin);
@@ -90,14 +103,14 @@ describe('crash recovery with a real server process', () => {
 
     second.child.kill('SIGTERM');
     expect((await second.exited).code).toBe(0);
-    const db = new Database(env.DB_PATH, { readonly: true });
+    const db = openCommittedReader({ dbPath: env.DB_PATH, url: env.DATABASE_URL });
     try {
-      for (const p of db.prepare('SELECT sku, available, reserved, sold, added FROM products').all() as any[]) {
+      for (const p of await db.all('SELECT sku, available, reserved, sold, added FROM products')) {
         expect(p.available + p.reserved + p.sold, p.sku).toBe(p.added);
         expect(p.reserved, p.sku).toBe(0);
       }
-      const charges = db.prepare(`SELECT order_id, status, amount_cents FROM payment_charges`).all() as any[];
-      const refunds = db.prepare(`SELECT order_id, COUNT(*) AS n, SUM(amount_cents) AS cents FROM payment_refunds GROUP BY order_id`).all() as any[];
+      const charges = await db.all(`SELECT order_id, status, amount_cents FROM payment_charges`);
+      const refunds = await db.all(`SELECT order_id, COUNT(*) AS n, SUM(amount_cents) AS cents FROM payment_refunds GROUP BY order_id`);
       const refunded = new Map(refunds.map((r) => [r.order_id, r]));
       for (const r of refunds) expect(r.n, r.order_id).toBe(1);
       for (const { id } of orders) {
@@ -107,17 +120,18 @@ describe('crash recovery with a real server process', () => {
         const net = captured - (refunded.get(id)?.cents ?? 0);
         expect(net, id).toBe(final.status === 'completed' ? final.order.total_cents : 0);
       }
-      const sold = db.prepare('SELECT SUM(sold) AS s FROM products').get() as { s: number };
+      const sold = (await db.get<{ s: number }>('SELECT SUM(sold) AS s FROM products'))!;
       const completedUnits = [...finals.values()].filter((o) => o.status === 'completed').flatMap((o) => o.order.items).reduce((n, i) => n + i.quantity, 0);
       expect(sold.s).toBe(completedUnits);
     } finally {
-      db.close();
+      await db.close();
     }
   }, 120_000);
 
-  it('fails an order with pipeline_timeout at start when its deadline passed while the process was down', async () => {
+  // Timers kept in the snapshot: the machine's, the same on either store (SQLite only, for time).
+  it.skipIf(TEST_STORE === 'postgres')('fails an order with pipeline_timeout at start when its deadline passed while the process was down', async () => {
     // The deadline leaves time for a cold worker pool to reach `paying` even under load.
-    const env = { DB_PATH: join(dir, 'deadline.db'), PAYMENT_SLOW_MS: '60000', ORDER_TIMEOUT_MS: '8000' };
+    const env = { ...(await storeEnv('deadline')), PAYMENT_SLOW_MS: '60000', ORDER_TIMEOUT_MS: '8000' };
     const admin = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
     const first = await start(env);
     const api = client(first.url, admin);
@@ -142,8 +156,9 @@ describe('crash recovery with a real server process', () => {
     await second.exited;
   }, 60_000);
 
-  it('keeps a retry wait across a restart: attempts continue where they were', async () => {
-    const env = { DB_PATH: join(dir, 'retry.db'), RETRY_BASE_MS: '1500', RETRY_MAX_ATTEMPTS: '3' };
+  // Timers kept in the snapshot: the machine's, the same on either store (SQLite only, for time).
+  it.skipIf(TEST_STORE === 'postgres')('keeps a retry wait across a restart: attempts continue where they were', async () => {
+    const env = { ...(await storeEnv('retry')), RETRY_BASE_MS: '1500', RETRY_MAX_ATTEMPTS: '3' };
     const admin = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
     const first = await start(env);
     const api = client(first.url, admin);

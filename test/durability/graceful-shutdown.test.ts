@@ -1,18 +1,31 @@
-import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
-import { orderBody, TEST_SECRET } from '../support/service.js';
+import { openCommittedReader } from '../support/ledger.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { orderBody, TEST_SECRET, TEST_STORE } from '../support/service.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ordersaga-term-'));
 const running: ServerProcess[] = [];
-afterAll(() => {
+const databases: TestDatabase[] = [];
+afterAll(async () => {
   for (const s of running) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  await Promise.all(running.map((s) => s.exited));
+  for (const db of databases) await db.drop();
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** The store one test's server processes share: a SQLite file, or (TEST_STORE=postgres) a database of its own. */
+async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
+  const env = { DB_PATH: join(dir, `${name}.db`) };
+  if (TEST_STORE !== 'postgres') return env;
+  const db = await createTestDatabase(name);
+  databases.push(db);
+  return { ...env, DATABASE_URL: db.url };
+}
 
 const base = { JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'info', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', RATE_LIMIT_IP_PER_SEC: '100000', RATE_LIMIT_IP_BURST: '100000' };
 
@@ -23,18 +36,18 @@ async function startWithStock(env: Record<string, string>) {
   return { server, api };
 }
 
-const statuses = (dbPath: string) => {
-  const db = new Database(dbPath, { readonly: true });
+const statuses = async (env: { DB_PATH: string; DATABASE_URL?: string }) => {
+  const db = openCommittedReader({ dbPath: env.DB_PATH, url: env.DATABASE_URL });
   try {
-    return db.prepare('SELECT status FROM order_snapshots ORDER BY order_id').pluck().all() as string[];
+    return (await db.all<{ status: string }>('SELECT status FROM order_snapshots ORDER BY order_id')).map((r) => r.status);
   } finally {
-    db.close();
+    await db.close();
   }
 };
 
 describe('graceful shutdown on SIGTERM', () => {
   it('refuses new orders with 503 + Retry-After, still answers reads, persists unfinished orders and exits 0; the next start finishes them', async () => {
-    const env = { DB_PATH: join(dir, 'short-grace.db'), PAYMENT_SLOW_MS: '4000', SHUTDOWN_GRACE_MS: '1000' };
+    const env = { ...(await storeEnv('short_grace')), PAYMENT_SLOW_MS: '4000', SHUTDOWN_GRACE_MS: '1000' };
     const { server, api } = await startWithStock(env);
     await api('PUT', '/api/v1/inventory/SKU-A', { name: 'A', price_cents: 100, available: 100 });
     const ids: string[] = [];
@@ -50,23 +63,23 @@ describe('graceful shutdown on SIGTERM', () => {
 
     expect(await server.exited).toEqual({ code: 0, signal: null });
     expect(server.output()).toMatch(/"stopped":3/);
-    expect(statuses(env.DB_PATH)).toEqual(['processing', 'processing', 'processing']);
+    expect(await statuses(env)).toEqual(['processing', 'processing', 'processing']);
 
     const next = await startWithStock({ ...env, PAYMENT_SLOW_MS: '10' });
-    for (let i = 0; i < 200 && statuses(env.DB_PATH).some((s) => s === 'processing'); i++) await new Promise((r) => setTimeout(r, 25));
-    expect(statuses(env.DB_PATH)).toEqual(['completed', 'completed', 'completed']);
+    for (let i = 0; i < 200 && (await statuses(env)).some((s) => s === 'processing'); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await statuses(env)).toEqual(['completed', 'completed', 'completed']);
     expect((await next.api('GET', '/api/v1/inventory/SKU-A')).body).toMatchObject({ available: 97, reserved: 0, sold: 3 });
     next.server.child.kill('SIGTERM');
     expect((await next.server.exited).code).toBe(0);
   }, 60_000);
 
   it('lets in-flight orders finish within the grace period before exiting', async () => {
-    const env = { DB_PATH: join(dir, 'long-grace.db'), PAYMENT_SLOW_MS: '400', SHUTDOWN_GRACE_MS: '10000' };
+    const env = { ...(await storeEnv('long_grace')), PAYMENT_SLOW_MS: '400', SHUTDOWN_GRACE_MS: '10000' };
     const { server, api } = await startWithStock(env);
     await api('PUT', '/api/v1/inventory/SKU-A', { name: 'A', price_cents: 100, available: 100 });
     for (let i = 0; i < 3; i++) await api('POST', '/api/v1/pipeline/orders/async', orderBody({ token: 'tok_slow' }));
     server.child.kill('SIGTERM');
     expect(await server.exited).toEqual({ code: 0, signal: null });
-    expect(statuses(env.DB_PATH)).toEqual(['completed', 'completed', 'completed']);
+    expect(await statuses(env)).toEqual(['completed', 'completed', 'completed']);
   }, 30_000);
 });

@@ -2,7 +2,8 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, type TestService } from '../support/service.js';
+import { ledger } from '../support/ledger.js';
+import { orderBody, startTestService, type TestService } from '../support/service.js';
 
 const crashDir = mkdtempSync(join(tmpdir(), 'ordersaga-crash-'));
 let svc: TestService;
@@ -39,13 +40,13 @@ describe('a worker thread that dies in the middle of a reservation', () => {
       expect(res.status).toBe(201);
       const reservation = body.stages.find((s: any) => s.name === 'reservation');
       expect(reservation).toMatchObject({ status: 'succeeded', attempts: 2, error: { code: 'worker_crashed' } });
-      const stock = ledger(svc).products.find((p) => p.sku === sku);
+      const stock = (await ledger(svc)).products.find((p) => p.sku === sku);
       expect(stock).toMatchObject({ available: 7, reserved: 0, sold: 3, added: 10 });
       expect(readdirSync(crashDir)).toContain(`${body.order_id}-${sku === 'SKU-CRASH-BEFORE' ? 'before' : 'after'}`);
     });
   }
 
-  it('leaves SKU-OK stock exactly as the two orders took it', () => {
-    expect(ledger(svc).products.find((p) => p.sku === 'SKU-OK')).toMatchObject({ available: 8, reserved: 0, sold: 2, added: 10 });
+  it('leaves SKU-OK stock exactly as the two orders took it', async () => {
+    expect((await ledger(svc)).products.find((p) => p.sku === 'SKU-OK')).toMatchObject({ available: 8, reserved: 0, sold: 2, added: 10 });
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
+import { ledger } from '../support/ledger.js';
+import { orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
 
 let svc: TestService;
 
@@ -18,7 +19,7 @@ beforeAll(async () => {
 });
 afterAll(() => svc.stop());
 
-describe('many orders against scarce stock, through HTTP, the real pool and a real SQLite file', () => {
+describe('many orders against scarce stock, through HTTP, the real pool and a real store', () => {
   it('sells exactly the 100 in stock to 300 concurrent one-unit orders and fails the other 200 with insufficient_stock', async () => {
     const tokens = await Promise.all(Array.from({ length: 30 }, (_, i) => svc.token(`user-${i}`)));
     const accepted = await Promise.all(
@@ -35,16 +36,16 @@ describe('many orders against scarce stock, through HTTP, the real pool and a re
     expect(completed).toHaveLength(100);
     expect(failed).toHaveLength(200);
     expect(failed.every((o) => o.failure.code === 'insufficient_stock')).toBe(true);
-    expect(ledger(svc).products.find((p) => p.sku === 'SKU-HOT')).toEqual({ sku: 'SKU-HOT', available: 0, reserved: 0, sold: 100, added: 100 });
+    expect((await ledger(svc)).products.find((p) => p.sku === 'SKU-HOT')).toEqual({ sku: 'SKU-HOT', available: 0, reserved: 0, sold: 100, added: 100 });
 
-    const { money } = ledger(svc);
+    const { money } = await ledger(svc);
     for (const o of completed) expect(money(o.order_id).net).toBe(700);
     for (const o of failed) expect(money(o.order_id)).toEqual({ captured: 0, refunded: 0, net: 0 });
-  });
+  }, 90_000); // the orders have 60 s to finish (waitForFinal); on PostgreSQL under a full suite's load they can take over 30
 
   it('a multi-item order that cannot get its last item leaves every other item’s stock untouched', async () => {
     const token = await svc.token('multi');
-    const before = ledger(svc).products;
+    const before = (await ledger(svc)).products;
     const res = await svc.call('POST', '/api/v1/pipeline/orders', {
       token,
       body: orderBody({
@@ -59,6 +60,6 @@ describe('many orders against scarce stock, through HTTP, the real pool and a re
     const problem = await res.json();
     expect(problem.code).toBe('insufficient_stock');
     expect(problem.detail).toContain('SKU-Z');
-    expect(ledger(svc).products).toEqual(before);
+    expect((await ledger(svc)).products).toEqual(before);
   });
 });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createService } from '../../src/main.js';
+import { committed } from '../support/ledger.js';
 import { orderBody, startTestService, TEST_SECRET, type TestService } from '../support/service.js';
 
 let svc: TestService;
@@ -14,7 +15,7 @@ beforeAll(async () => {
 });
 afterAll(() => svc.stop());
 
-const orderCount = () => (svc.db.prepare('SELECT COUNT(*) AS n FROM order_snapshots').get() as { n: number }).n;
+const orderCount = async () => (await committed(svc).get<{ n: number }>('SELECT COUNT(*) AS n FROM order_snapshots'))!.n;
 const post = (path: string, token: string, key: string, body = orderBody()) =>
   svc.call('POST', `/api/v1/pipeline/orders${path}`, { token, body, headers: { 'Idempotency-Key': key } });
 
@@ -24,14 +25,14 @@ describe('Idempotency-Key', () => {
     expect(first.status).toBe(201);
     expect(first.headers.get('idempotent-replayed')).toBeNull();
     const original = await first.json();
-    const before = orderCount();
+    const before = await orderCount();
 
     const again = await post('', alice, 'key-sync-1');
     expect(again.status).toBe(201);
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect(again.headers.get('location')).toBe(`/api/v1/pipeline/orders/${original.order_id}/status`);
     expect(await again.json()).toEqual(original);
-    expect(orderCount()).toBe(before);
+    expect(await orderCount()).toBe(before);
   });
 
   it('replays a failed answer with its status code and problem body', async () => {
@@ -66,13 +67,13 @@ describe('Idempotency-Key', () => {
   });
 
   it('creates one order from concurrent requests with one key', async () => {
-    const before = orderCount();
+    const before = await orderCount();
     const answers = await Promise.all(Array.from({ length: 5 }, () => post('', alice, 'key-concurrent', orderBody({ token: 'tok_slow' }))));
     const ids = new Set(await Promise.all(answers.map(async (r) => (await r.json()).order_id)));
     expect(ids.size).toBe(1);
     expect(answers.map((r) => r.status)).toEqual([201, 201, 201, 201, 201]);
     expect(answers.filter((r) => r.headers.get('idempotent-replayed') === 'true')).toHaveLength(4);
-    expect(orderCount()).toBe(before + 1);
+    expect(await orderCount()).toBe(before + 1);
   });
 
   it('rejects a key that is empty, too long or not printable ASCII', async () => {
@@ -83,12 +84,12 @@ describe('Idempotency-Key', () => {
     }
   });
 
-  it('keeps keys across a restart on the same database file', async () => {
+  it('keeps keys across a restart on the same database', async () => {
     const first = await (await post('', alice, 'key-restart')).json();
     // A restart: the first service has committed everything (a second connection in the same
     // process must not wait on the first one's pending group commit).
     await svc.stores.flush();
-    const config = loadConfig({ DB_PATH: svc.config.dbPath, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', SEED_DEMO: 'false' });
+    const config = loadConfig({ DB_PATH: svc.config.dbPath, DATABASE_URL: svc.config.database.url ?? '', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', SEED_DEMO: 'false' });
     const second = await createService(config, createLogger('silent'));
     try {
       const res = await second.app.request('/api/v1/pipeline/orders', {
@@ -127,7 +128,7 @@ describe('Idempotency-Key', () => {
 
   it('forgets keys after their time to live', async () => {
     await post('', alice, 'key-expiring');
-    svc.db.prepare(`UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE key = 'key-expiring'`).run();
+    await committed(svc).run(`UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE key = 'key-expiring'`);
     expect(await svc.stores.idempotency.purgeExpired(new Date())).toBe(1);
     const res = await post('', alice, 'key-expiring');
     expect(res.headers.get('idempotent-replayed')).toBeNull();

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
+import { ledger } from '../support/ledger.js';
+import { orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
 
 let svc: TestService;
 let admin: string;
@@ -50,7 +51,7 @@ describe('inventory API', () => {
     expect(mid).toMatchObject({ available: 3, reserved: 2, sold: 0 });
     await svc.call('PUT', '/api/v1/inventory/SKU-R', { token: admin, body: { name: 'R', price_cents: 100, available: 10 } });
     expect((await waitForFinal(svc, order_id, user)).status).toBe('completed');
-    const row = ledger(svc).products.find((p) => p.sku === 'SKU-R')!;
+    const row = (await ledger(svc)).products.find((p) => p.sku === 'SKU-R')!;
     expect(row).toEqual({ sku: 'SKU-R', available: 10, reserved: 0, sold: 2, added: 12 });
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ledger, orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
+import { committed, ledger } from '../support/ledger.js';
+import { orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
 
 let svc: TestService;
 let alice: string;
@@ -17,11 +18,11 @@ beforeAll(async () => {
 });
 afterAll(() => svc.stop());
 
-const stockOf = (sku: string) => ledger(svc).products.find((p) => p.sku === sku)!;
+const stockOf = async (sku: string) => (await ledger(svc)).products.find((p) => p.sku === sku)!;
 
 describe('POST /api/v1/pipeline/orders (synchronous)', () => {
   it('answers 201 with the completed pipeline result, priced from the catalog, and sells the stock', async () => {
-    const before = stockOf('SKU-A');
+    const before = await stockOf('SKU-A');
     const res = await svc.call('POST', '/api/v1/pipeline/orders', {
       token: alice,
       body: orderBody({ items: [{ sku: 'SKU-A', quantity: 2 }, { sku: 'SKU-B', quantity: 4 }] }),
@@ -65,12 +66,12 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
     expect(body.notifications.map((n: any) => n.kind)).toEqual(['order_confirmation', 'payment_receipt', 'shipment']);
     expect(body.processing_time).toMatch(/^\d+\.\d{3}s$/);
     expect(body.processing_time_ms).toBeGreaterThanOrEqual(0);
-    expect(stockOf('SKU-A')).toEqual({ ...before, available: before.available - 2, sold: before.sold + 2 });
-    expect(ledger(svc).money(body.order_id)).toEqual({ captured: 4000, refunded: 0, net: 4000 });
+    expect(await stockOf('SKU-A')).toEqual({ ...before, available: before.available - 2, sold: before.sold + 2 });
+    expect((await ledger(svc)).money(body.order_id)).toEqual({ captured: 4000, refunded: 0, net: 4000 });
   });
 
   it('answers 402 payment_declined as problem+json holding the order, and leaves stock and money as before', async () => {
-    const before = stockOf('SKU-A');
+    const before = await stockOf('SKU-A');
     const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody({ token: 'tok_declined' }) });
     expect(res.status).toBe(402);
     expect(res.headers.get('content-type')).toBe('application/problem+json');
@@ -78,8 +79,8 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
     expect(problem).toMatchObject({ status: 402, code: 'payment_declined', type: 'urn:ordersaga:problem:payment-declined', title: 'Payment declined' });
     expect(problem.order).toMatchObject({ status: 'failed', failure: { stage: 'payment', code: 'payment_declined' } });
     expect(problem.order.stages.find((s: any) => s.name === 'reservation').status).toBe('compensated');
-    expect(stockOf('SKU-A')).toEqual(before);
-    expect(ledger(svc).money(problem.order.order_id).net).toBe(0);
+    expect(await stockOf('SKU-A')).toEqual(before);
+    expect((await ledger(svc)).money(problem.order.order_id).net).toBe(0);
   });
 
   it('declines tok_insufficient_funds the same way', async () => {
@@ -89,7 +90,7 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
   });
 
   it('answers 422 fulfillment_failed for AQ after refunding the capture and releasing the stock', async () => {
-    const before = stockOf('SKU-A');
+    const before = await stockOf('SKU-A');
     const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody({ country: 'AQ' }) });
     expect(res.status).toBe(422);
     const problem = await res.json();
@@ -100,8 +101,8 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
       'succeeded',
       'succeeded',
     ]);
-    expect(stockOf('SKU-A')).toEqual(before);
-    expect(ledger(svc).money(problem.order.order_id)).toEqual({ captured: 1500, refunded: 1500, net: 0 });
+    expect(await stockOf('SKU-A')).toEqual(before);
+    expect((await ledger(svc)).money(problem.order.order_id)).toEqual({ captured: 1500, refunded: 1500, net: 0 });
   });
 
   it('answers 422 unknown_sku for a SKU not in the catalog', async () => {
@@ -124,7 +125,7 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
     const problem = await res.json();
     expect(problem.code).toBe('payment_unavailable');
     expect(problem.order.stages.find((s: any) => s.name === 'payment')).toMatchObject({ status: 'compensated', attempts: 3, error: { code: 'payment_unavailable' } });
-    expect(ledger(svc).money(problem.order.order_id).net).toBe(0);
+    expect((await ledger(svc)).money(problem.order.order_id).net).toBe(0);
   });
 
   it('answers 202 with Location when the order is still running at SYNC_WAIT_MS, and the order goes on', async () => {
@@ -173,7 +174,7 @@ describe('POST /api/v1/pipeline/orders/async and GET …/status', () => {
     const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody() });
     const { order_id } = await res.json();
     expect(svc.engine.stats().live).toBe(0);
-    const row = svc.db.prepare('SELECT status, state FROM order_snapshots WHERE order_id = ?').get(order_id);
+    const row = await committed(svc).get('SELECT status, state FROM order_snapshots WHERE order_id = ?', order_id);
     expect(row).toEqual({ status: 'completed', state: 'completed' });
     const status = await svc.call('GET', `/api/v1/pipeline/orders/${order_id}/status`, { token: alice });
     expect(status.status).toBe(200);
@@ -199,7 +200,7 @@ describe('POST /api/v1/pipeline/orders/async and GET …/status', () => {
 
 describe('POST /api/v1/pipeline/orders/{id}/cancel', () => {
   it('cancels an order mid-payment (tok_slow): it ends cancelled, stock released, nothing charged', async () => {
-    const before = stockOf('SKU-B');
+    const before = await stockOf('SKU-B');
     const { order_id } = await (
       await svc.call('POST', '/api/v1/pipeline/orders/async', { token: alice, body: orderBody({ token: 'tok_slow', items: [{ sku: 'SKU-B', quantity: 3 }] }) })
     ).json();
@@ -208,12 +209,12 @@ describe('POST /api/v1/pipeline/orders/{id}/cancel', () => {
     expect(res.status).toBe(202);
     const final = await waitForFinal(svc, order_id, alice);
     expect(final).toMatchObject({ status: 'cancelled', state: 'cancelled', failure: { stage: 'payment', code: 'order_cancelled' } });
-    expect(stockOf('SKU-B')).toEqual(before);
-    expect(ledger(svc).money(order_id).net).toBe(0);
+    expect(await stockOf('SKU-B')).toEqual(before);
+    expect((await ledger(svc)).money(order_id).net).toBe(0);
     // The slow capture finishing later must not charge the cancelled order.
     await new Promise((r) => setTimeout(r, 500));
-    expect(ledger(svc).money(order_id)).toEqual({ captured: 0, refunded: 0, net: 0 });
-    const orderRow = svc.db.prepare('SELECT status FROM orders WHERE id = ?').get(order_id) as { status: string };
+    expect((await ledger(svc)).money(order_id)).toEqual({ captured: 0, refunded: 0, net: 0 });
+    const orderRow = (await committed(svc).get('SELECT status FROM orders WHERE id = ?', order_id)) as { status: string };
     expect(orderRow.status).toBe('cancelled');
   });
 

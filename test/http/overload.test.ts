@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { committed } from '../support/ledger.js';
 import { orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
 
 /*
@@ -17,7 +18,7 @@ afterAll(() => svc.stop());
 
 const placeAsync = (body = orderBody(), headers: Record<string, string> = {}) =>
   svc.call('POST', '/api/v1/pipeline/orders/async', { token: alice, body, headers });
-const orderCount = () => (svc.db.prepare('SELECT COUNT(*) AS n FROM order_snapshots').get() as { n: number }).n;
+const orderCount = async () => (await committed(svc).get<{ n: number }>('SELECT COUNT(*) AS n FROM order_snapshots'))!.n;
 
 describe('at MAX_LIVE_ORDERS', () => {
   it('refuses a new order with 503 overloaded and Retry-After, takes nothing, and accepts again once orders finish', async () => {
@@ -25,7 +26,7 @@ describe('at MAX_LIVE_ORDERS', () => {
     expect(slow.map((r) => r.status)).toEqual([202, 202]);
     const ids = await Promise.all(slow.map(async (r) => (await r.json()).order_id as string));
 
-    const before = orderCount();
+    const before = await orderCount();
     const refusedSync = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody() });
     const refusedAsync = await placeAsync(orderBody(), { 'Idempotency-Key': 'overload-key' });
     for (const res of [refusedSync, refusedAsync]) {
@@ -34,7 +35,7 @@ describe('at MAX_LIVE_ORDERS', () => {
       expect(res.headers.get('retry-after')).toBe('1');
       expect(await res.json()).toMatchObject({ code: 'overloaded', status: 503 });
     }
-    expect(orderCount()).toBe(before);
+    expect(await orderCount()).toBe(before);
 
     for (const id of ids) expect(await waitForFinal(svc, id, alice)).toMatchObject({ status: 'completed' });
     // The refused request's key was never answered, so retrying it now starts its order.

@@ -6,7 +6,8 @@ import { SimulatedCarrier, type Carrier } from '../../src/gateways/carrier.gatew
 import { StoreNotifier, type Notifier } from '../../src/gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from '../../src/gateways/payment.gateway.js';
 import type { Inventory } from '../../src/store/store.ports.js';
-import { ledger, orderBody, startTestService, type TestService } from '../support/service.js';
+import { committed, ledger } from '../support/ledger.js';
+import { orderBody, startTestService, TEST_STORE, type TestService } from '../support/service.js';
 
 /*
  * Property: whatever each step does (succeed, fail for good, fail transiently k times, be
@@ -28,7 +29,9 @@ interface OrderPlan {
 }
 
 const SKUS_PER_RUN = 3;
-const RUNS = Number(process.env.PROPERTY_RUNS ?? 200);
+// 200 runs on SQLite; 100 on PostgreSQL, where each run costs about three times as much
+// (every effect a durable commit of its own). PROPERTY_RUNS sets both.
+const RUNS = Number(process.env.PROPERTY_RUNS ?? (TEST_STORE === 'postgres' ? 100 : 200));
 
 const forwardFault: fc.Arbitrary<Fault> = fc.oneof(
   { weight: 4, arbitrary: fc.constant<Fault>({ kind: 'ok' }) },
@@ -176,7 +179,7 @@ async function checkRun(plan: { stock: number[]; orders: OrderPlan[] }): Promise
     }),
   );
 
-  const { products, money } = ledger(svc);
+  const { products, money } = await ledger(svc);
   for (const [i, sku] of skus.entries()) {
     const p = products.find((x) => x.sku === sku)!;
     expect(p.available + p.reserved + p.sold, `${sku} conservation`).toBe(p.added);
@@ -196,11 +199,11 @@ async function checkRun(plan: { stock: number[]; orders: OrderPlan[] }): Promise
     expect(net, `${id} money`).toBe(final.status === 'completed' ? final.order.total_cents : 0);
 
     // The status answer agrees with the store.
-    const snap = svc.db.prepare('SELECT status, state FROM order_snapshots WHERE order_id = ?').get(id) as { status: string; state: string };
+    const snap = (await committed(svc).get('SELECT status, state FROM order_snapshots WHERE order_id = ?', id)) as { status: string; state: string };
     expect(snap).toEqual({ status: final.status, state: final.state });
-    const orderRow = svc.db.prepare('SELECT status FROM orders WHERE id = ?').get(id) as { status: string } | undefined;
+    const orderRow = (await committed(svc).get('SELECT status FROM orders WHERE id = ?', id)) as { status: string } | undefined;
     expect(orderRow?.status, `${id} order row`).toBe({ completed: 'shipped', failed: 'failed', cancelled: 'cancelled' }[final.status as string]);
-    const reservation = svc.db.prepare('SELECT status FROM reservations WHERE order_id = ?').get(id) as { status: string } | undefined;
+    const reservation = (await committed(svc).get('SELECT status FROM reservations WHERE order_id = ?', id)) as { status: string } | undefined;
     if (final.status === 'completed') expect(reservation?.status).toBe('committed');
     else expect(reservation?.status ?? 'released').toBe('released');
 
@@ -209,7 +212,7 @@ async function checkRun(plan: { stock: number[]; orders: OrderPlan[] }): Promise
     if (final.status === 'completed') {
       expect(o.faults.capture.kind).not.toBe('fail');
       expect(o.faults.ship.kind).not.toBe('fail');
-      const notifications = svc.db.prepare('SELECT COUNT(*) AS n FROM notifications WHERE order_id = ?').get(id) as { n: number };
+      const notifications = (await committed(svc).get('SELECT COUNT(*) AS n FROM notifications WHERE order_id = ?', id)) as { n: number };
       const notifyFails = o.faults.notify.kind === 'fail' || (o.faults.notify.kind === 'transient' && o.faults.notify.times >= 3);
       expect(notifications.n, `${id} notifications`).toBe(notifyFails ? 0 : 3);
     }

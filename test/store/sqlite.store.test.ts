@@ -13,7 +13,7 @@ async function sqliteHarness(): Promise<StoreHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'ordersaga-store-'));
   const path = join(dir, 'store.db');
   const store = openSqliteStore(path, createLogger('silent'));
-  const pool = createInventoryPool({ dbPath: path, threads: 2, beforeDispatch: store.stores.flush });
+  const pool = createInventoryPool({ store: { kind: 'sqlite', dbPath: path }, threads: 2, beforeDispatch: store.stores.flush });
   const read = store.db.prepare<[string], { available: number; reserved: number; sold: number; added: number }>(
     'SELECT available, reserved, sold, added FROM products WHERE sku = ?',
   );

@@ -6,6 +6,8 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import { createService, type Service, type ServiceOverrides } from '../../src/main.js';
 import type { ProductInput } from '../../src/store/store.ports.js';
+import { closeReaders } from './ledger.js';
+import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!';
 
@@ -20,12 +22,27 @@ export interface TestService extends Service {
   stop(): Promise<void>;
 }
 
-/** The real service (real SQLite file in a temp dir, real worker pool), tuned for tests through env-style config. */
+export type TestStore = 'sqlite' | 'postgres';
+
+/**
+ * The store the tests of this run use: TEST_STORE=postgres (set by the `postgres` vitest
+ * project) puts every service of startTestService on PostgreSQL, in a database of its own.
+ */
+export const TEST_STORE: TestStore = process.env.TEST_STORE === 'postgres' ? 'postgres' : 'sqlite';
+
+/**
+ * The real service (real store, real worker pool), tuned for tests through env-style
+ * config: a SQLite file in a temp dir, or with TEST_STORE=postgres a fresh PostgreSQL database,
+ * dropped by `stop()`.
+ */
 export async function startTestService(
   env: Record<string, string> = {},
-  options: { products?: ProductInput[]; overrides?: ServiceOverrides; logger?: Logger } = {},
+  options: { products?: ProductInput[]; overrides?: ServiceOverrides; logger?: Logger; store?: TestStore } = {},
 ): Promise<TestService> {
   const dir = mkdtempSync(join(tmpdir(), 'ordersaga-test-'));
+  const store = options.store ?? TEST_STORE;
+  let database: TestDatabase | undefined;
+  if (store === 'postgres' && env.DATABASE_URL === undefined) database = await createTestDatabase('svc');
   const config = loadConfig({
     DB_PATH: join(dir, 'ordersaga.db'),
     JWT_SECRET: TEST_SECRET,
@@ -38,16 +55,24 @@ export async function startTestService(
     RETRY_BASE_MS: '5',
     PAYMENT_SLOW_MS: '400',
     INVENTORY_THREADS: '2',
+    ...(database ? { DATABASE_URL: database.url, DATABASE_POOL_SIZE: '4' } : {}),
     ...env,
   });
-  const service = await createService(config, options.logger ?? createLogger(config.logLevel), options.overrides);
+  let service: Service;
+  try {
+    service = await createService(config, options.logger ?? createLogger(config.logLevel), options.overrides);
+  } catch (err) {
+    await database?.drop();
+    throw err;
+  }
   for (const p of options.products ?? []) await service.stores.catalog.upsertProduct(p);
 
   const token = (sub: string, role: 'user' | 'admin' = 'user') =>
     mintToken({ secret: TEST_SECRET, sub, role, issuer: config.jwt.issuer, audience: config.jwt.audience });
 
-  return {
-    ...service,
+  // Copied with its accessors: reading `db` on PostgreSQL throws, so it must not be read here.
+  const base = Object.defineProperties({}, Object.getOwnPropertyDescriptors(service)) as Service;
+  return Object.assign(base, {
     dir,
     token,
     async call(method, path, { token: bearer, body, headers = {} } = {}) {
@@ -60,10 +85,12 @@ export async function startTestService(
       return (await service.app.request(path, init)) as TestResponse;
     },
     async stop() {
+      await closeReaders(base);
       await service.close();
+      await database?.drop();
       rmSync(dir, { recursive: true, force: true });
     },
-  };
+  } satisfies Omit<TestService, keyof Service>);
 }
 
 export function orderBody(overrides: { items?: Array<{ sku: string; quantity: number }>; token?: string; country?: string; user_id?: string } = {}) {
@@ -96,24 +123,4 @@ export async function waitForFinal(svc: TestService, orderId: string, token: str
     if (Date.now() > deadline) throw new Error(`order ${orderId} still processing at ${body.state}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** Per-SKU stock and per-order money, straight from the database. */
-export function ledger(svc: Service) {
-  const products = svc.db.prepare('SELECT sku, available, reserved, sold, added FROM products ORDER BY sku').all() as Array<{
-    sku: string;
-    available: number;
-    reserved: number;
-    sold: number;
-    added: number;
-  }>;
-  const money = (orderId: string) => {
-    const charge = svc.db.prepare(`SELECT status, amount_cents FROM payment_charges WHERE order_id = ?`).get(orderId) as
-      | { status: string; amount_cents: number }
-      | undefined;
-    const refunded = (svc.db.prepare('SELECT COALESCE(SUM(amount_cents), 0) AS s FROM payment_refunds WHERE order_id = ?').get(orderId) as { s: number }).s;
-    const captured = charge && (charge.status === 'captured' || charge.status === 'refunded') ? charge.amount_cents : 0;
-    return { captured, refunded, net: captured - refunded };
-  };
-  return { products, money };
 }

@@ -28,7 +28,7 @@ beforeAll(async () => {
   ledger = stores.stock;
   for (const sku of ['P-A', 'P-B', 'P-C', 'P-HOT']) await catalog.upsertProduct({ sku, name: sku, price_cents: 100, available: 10 });
   await catalog.upsertProduct({ sku: 'P-HOT', name: 'hot', price_cents: 100, available: 50 });
-  pool = createInventoryPool({ dbPath: path, threads: 2 });
+  pool = createInventoryPool({ store: { kind: 'sqlite', dbPath: path }, threads: 2 });
 });
 
 afterAll(async () => {
