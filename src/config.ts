@@ -166,7 +166,7 @@ export interface Config {
     burst: number;
     perAddress: { perSecond: number; burst: number };
     /** Where the counters live: memory (one instance), or Redis shared by every instance. */
-    storage: { redisUrl: string | undefined; keyPrefix: string };
+    storage: { redisUrl: string | undefined; keyPrefix: string; databaseUrl: string | undefined };
   };
   /** Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed; empty: the socket's address is the client. */
   trustProxy: string[];
@@ -236,7 +236,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       perSecond: e.RATE_LIMIT_PER_SEC,
       burst: e.RATE_LIMIT_BURST,
       perAddress: { perSecond: e.RATE_LIMIT_IP_PER_SEC, burst: e.RATE_LIMIT_IP_BURST },
-      storage: { redisUrl: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
+      storage: { redisUrl: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX, databaseUrl: e.DATABASE_URL },
     },
     trustProxy: list(e.TRUST_PROXY),
     http: {

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterPostgres, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Logger } from '../logger.js';
 
 /**
@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
  * them into a burst and a sustained rate.
  */
 export interface RateLimitStore {
-  readonly kind: 'memory' | 'redis';
+  readonly kind: 'memory' | 'redis' | 'postgres';
   counter(name: string, points: number, durationS: number): RateLimiterAbstract;
   close(): Promise<void>;
 }
@@ -18,6 +18,8 @@ export interface RateLimitStorageConfig {
   redisUrl: string | undefined;
   /** Prefix of every Redis key (`<prefix>rl:<name>:<key>`), so several services can share one Redis. */
   keyPrefix: string;
+  /** The service's PostgreSQL (`DATABASE_URL`): without Redis, the counters live there, shared by every instance. */
+  databaseUrl?: string | undefined;
 }
 
 /** Counters in this process: limits hold per instance. */
@@ -30,12 +32,63 @@ export function memoryRateLimitStore(): RateLimitStore {
 }
 
 /**
- * The one place that chooses the store: Redis when `REDIS_URL` is set, else memory. (A PostgreSQL
- * store is one more branch here: rate-limiter-flexible's `RateLimiterPostgres` takes a `pg` pool.)
+ * The one place that chooses the store: Redis when `REDIS_URL` is set; otherwise the service's
+ * PostgreSQL when it runs on one (so that several instances share the limits either way); else
+ * memory, for the one instance the embedded SQLite store allows.
  */
 export async function createRateLimitStore(config: RateLimitStorageConfig, logger: Logger): Promise<RateLimitStore> {
-  if (!config.redisUrl) return memoryRateLimitStore();
-  return redisRateLimitStore(config.redisUrl, config.keyPrefix, logger);
+  if (config.redisUrl) return redisRateLimitStore(config.redisUrl, config.keyPrefix, logger);
+  if (config.databaseUrl) return postgresRateLimitStore(config.databaseUrl, logger);
+  return memoryRateLimitStore();
+}
+
+/** The table of rate-limit counters in the service's PostgreSQL (rate-limiter-flexible creates it if missing). */
+export const RATE_LIMIT_TABLE = 'rate_limit_counters';
+
+/**
+ * Counters in the service's PostgreSQL, shared by every instance, on a small pool of their own.
+ * While the database is unreachable each instance counts in memory (the insurance limiter),
+ * and a slow database never holds a request for more than a moment.
+ */
+export async function postgresRateLimitStore(url: string, logger: Logger): Promise<RateLimitStore> {
+  const { default: pg } = await import('pg');
+  const pool = new pg.Pool({ connectionString: url, max: 3, connectionTimeoutMillis: 2_000, statement_timeout: 1_000, keepAlive: true });
+  pool.on('error', (err) => logger.warn({ err }, 'a PostgreSQL connection for rate limits failed'));
+  const ready: Array<Promise<void>> = [];
+  return {
+    kind: 'postgres',
+    counter(name, points, duration) {
+      let created!: (err?: Error) => void;
+      ready.push(
+        new Promise<void>((resolve) => {
+          created = (err) => {
+            // Not fatal: until the table exists, requests are counted by the insurance limiter.
+            if (err) logger.warn({ err }, 'could not create the rate-limit table in PostgreSQL');
+            resolve();
+          };
+        }),
+      );
+      return new RateLimiterPostgres(
+        {
+          storeClient: pool,
+          storeType: 'pool',
+          tableName: RATE_LIMIT_TABLE,
+          keyPrefix: name,
+          points,
+          duration,
+          clearExpiredByTimeout: true,
+          insuranceLimiter: new RateLimiterMemory({ keyPrefix: name, points, duration }),
+          inMemoryBlockOnConsumed: points + 1,
+        },
+        (err?: Error) => created(err),
+      );
+    },
+    async close() {
+      // Creating the table may still be under way: let it finish before the pool goes.
+      await Promise.allSettled(ready);
+      await pool.end();
+    },
+  };
 }
 
 /**
