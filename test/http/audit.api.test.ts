@@ -1,9 +1,12 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OrderError } from '../../src/domain/errors.js';
 import { SimulatedPaymentGateway } from '../../src/gateways/payment.gateway.js';
+import { auditRoutes } from '../../src/http/audit.routes.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/logger.js';
 import { committed, ledger } from '../support/ledger.js';
@@ -307,3 +310,38 @@ describe('the audit log', () => {
     expect(await newest()).toMatchObject({ target: 'SKU-FAIL', status: 200, details: { available: 5 } });
   });
 });
+
+describe('GET /api/v1/audit in the OpenAPI document', () => {
+  const root = new OpenAPIHono();
+  // Building the document never calls the store.
+  root.route('/api/v1/audit', auditRoutes({ audit: { record: async () => undefined, list: async () => [] } }));
+  const doc = root.getOpenAPI31Document({ openapi: '3.1.0', info: { title: 'ordersaga', version: 'test' } }) as any;
+
+  it('documents the query, the page and the problems', () => {
+    const get = doc.paths['/api/v1/audit'].get;
+    expect(get.parameters.map((p: any) => [p.name, p.in])).toEqual([
+      ['limit', 'query'],
+      ['cursor', 'query'],
+      ['action', 'query'],
+      ['actor', 'query'],
+    ]);
+    expect(get.parameters[0].schema).toMatchObject({ minimum: 1, maximum: 100, default: 20 });
+    expect(Object.keys(get.responses['200'].content)).toEqual(['application/json']);
+    for (const status of ['400', '401', '403', '429']) expect(Object.keys(get.responses[status].content)).toEqual(['application/problem+json']);
+  });
+
+  it("describes what the service answers: a real page and a real problem validate against the document's schemas", async () => {
+    const ajv = new Ajv2020({ strict: false });
+    ajv.addSchema({ $id: 'doc', components: doc.components });
+    const get = doc.paths['/api/v1/audit'].get;
+    const page = ajv.compile({ $ref: 'doc#/components/schemas/AuditPage', unevaluatedProperties: false });
+    const answered = await call('GET', '/api/v1/audit?limit=100', admin);
+    expect(answered.body.items.length).toBeGreaterThan(10);
+    expect(page(answered.body), JSON.stringify(page.errors)).toBe(true);
+    expect(page({ ...answered.body, next_cursor: 1 })).toBe(false);
+    const problem = ajv.compile(get.responses['400'].content['application/problem+json'].schema);
+    const refused = await call('GET', '/api/v1/audit?limit=0', admin);
+    expect(problem(refused.body), JSON.stringify(problem.errors)).toBe(true);
+  });
+});
+
