@@ -46,6 +46,13 @@ export const AUDITED_ROUTES: readonly AuditedRoute[] = [
     describe: (match) => ({ target: text(match[1]!), details: null }),
   },
   {
+    // Admins may cancel anyone's order (a user only their own, which is no admin action).
+    action: 'order.cancel',
+    method: 'POST',
+    path: /^\/api\/v1\/pipeline\/orders\/([^/]+)\/cancel$/,
+    describe: (match, c) => (c.var.user.role === 'admin' ? { target: text(match[1]!), details: null } : null),
+  },
+  {
     // An order for another user is an admin action (refused with 403 for anyone else); one's own is not.
     action: 'order.place_for_user',
     method: 'POST',

@@ -344,7 +344,7 @@ const auditQuery = (target: FuzzTarget) => {
         '?cursor=%00',
         '?cursor=aud_%F0%9F%98%80',
         '?actor=%ED%A0%80',
-        '?action=order.cancel',
+        '?action=order.delete',
         '?action[]=order.retry',
         '?actor=',
         `?actor=${'a'.repeat(129)}`,

@@ -10,7 +10,7 @@ import { auditRoutes } from '../../src/http/audit.routes.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/logger.js';
 import { committed, ledger } from '../support/ledger.js';
-import { orderBody, startTestService, waitForFinal, type TestService } from '../support/service.js';
+import { orderBody, startTestService, waitForFinal, waitForState, type TestService } from '../support/service.js';
 
 /*
  * The audit log through the real service (real store, on SQLite and on PostgreSQL), served by
@@ -28,7 +28,7 @@ class FlakyRefunds extends SimulatedPaymentGateway {
     store: ConstructorParameters<typeof SimulatedPaymentGateway>[0],
     private readonly failures: number,
   ) {
-    super(store, { slowMs: 10 });
+    super(store, { slowMs: 1500 }); // tok_slow: long enough to cancel mid-payment
   }
   override async refund(request: Parameters<SimulatedPaymentGateway['refund']>[0]) {
     this.calls += 1;
@@ -184,6 +184,23 @@ describe('the audit log', () => {
     expect(await newest()).toMatchObject({ action: 'order.retry', target: unknown, status: 404, code: 'not_found' });
   });
 
+  it("records an admin's cancel (of anyone's order), not a user's own", async () => {
+    const { order_id: id } = (await call('POST', '/api/v1/pipeline/orders/async', alice, orderBody({ token: 'tok_slow' }))).body;
+    await waitForState(svc, id, alice, 'paying'); // the slow capture is in flight: cancellable
+    const count = (await walk('', 100)).length;
+    expect((await call('POST', `/api/v1/pipeline/orders/${id}/cancel`, alice)).status).toBe(202);
+    expect((await walk('', 100)).length).toBe(count);
+    await waitForFinal(svc, id, alice);
+    const again = await call('POST', `/api/v1/pipeline/orders/${id}/cancel`, admin);
+    expect(again.status).toBe(409);
+    expect(await newest()).toMatchObject({ actor: 'ops', action: 'order.cancel', target: id, status: 409, code: 'invalid_transition' });
+    const { order_id: other } = (await call('POST', '/api/v1/pipeline/orders/async', alice, orderBody({ token: 'tok_slow' }))).body;
+    await waitForState(svc, other, alice, 'paying');
+    expect((await call('POST', `/api/v1/pipeline/orders/${other}/cancel`, admin)).status).toBe(202);
+    expect(await newest()).toMatchObject({ actor: 'ops', action: 'order.cancel', target: other, status: 202, code: null });
+    expect((await waitForFinal(svc, other, alice)).status).toBe('cancelled');
+  });
+
   it("records orders placed for another user (refused ones too), without payment token or address, and not anyone's own", async () => {
     const placed = await call('POST', '/api/v1/pipeline/orders', admin, orderBody({ user_id: 'bob', token: 'tok_visa' }));
     expect(placed.status).toBe(201);
@@ -254,7 +271,7 @@ describe('the audit log', () => {
       ['limit=1&limit=2', '?/limit'],
       ['cursor=ord_01AAAAAAAAAAAAAAAAAAAAAAAA', '?/cursor'],
       ['cursor=aud_x', '?/cursor'],
-      ['action=order.cancel', '?/action'],
+      ['action=order.delete', '?/action'],
       ['actor=', '?/actor'],
     ];
     for (const [query, path] of cases) {
