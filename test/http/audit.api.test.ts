@@ -233,6 +233,7 @@ describe('the audit log', () => {
     const count = (await walk('', 100)).length;
     expect((await call('POST', '/api/v1/pipeline/orders', alice, orderBody())).status).toBe(201);
     expect((await call('POST', '/api/v1/pipeline/orders', admin, orderBody({ user_id: 'ops' }))).status).toBe(201);
+    expect((await call('POST', '/api/v1/pipeline/orders', alice, orderBody({ user_id: ' alice ' }))).status).toBe(201);
     expect((await walk('', 100)).length).toBe(count);
   });
 
