@@ -112,6 +112,11 @@ describe('the audit log', () => {
     const before = new Date().toISOString();
     const res = await call('PUT', '/api/v1/inventory/SKU-NEW', admin, { name: 'New', price_cents: 250, available: 7 });
     expect(res.status).toBe(201);
+    // Committed before the answer was sent: a second connection sees it at once.
+    expect(await committed(svc).get('SELECT action, status FROM audit_log WHERE request_id = ?', res.headers.get('x-request-id'))).toEqual({
+      action: 'inventory.set',
+      status: 201,
+    });
     const entry = await newest();
     expect(entry).toEqual({
       id: expect.stringMatching(/^aud_[0-9A-HJKMNP-TV-Z]{26}$/),
