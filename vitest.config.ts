@@ -13,6 +13,7 @@ import { postgresAvailable, SKIP_LINE } from './test/support/postgres.js';
  * saying how to run it; with REQUIRE_POSTGRES=1 (CI) a missing server fails the run.
  */
 const BOTH_STORES = [
+  'test/http/audit.api.test.ts',
   'test/http/auth-and-errors.test.ts',
   'test/http/concurrency.test.ts',
   'test/http/idempotency.test.ts',

@@ -61,6 +61,7 @@ const app = createApp({
   rateLimit: { perSecond: 1_000_000, burst: 1_000_000, perAddress: { perSecond: 1_000_000, burst: 1_000_000 } },
   syncWaitMs: 10_000,
   idempotency: { store: { claim: unused, complete: unused, get: unused, purgeExpired: unused }, ttlHours: 24 },
+  audit: { record: unused, list: unused },
 });
 serve({ fetch: app.fetch, hostname: '127.0.0.1', port: Number(port) }, (info) => process.stdout.write(`listening ${info.port}\n`));
 process.on('SIGTERM', () => process.exit(0)); // a clean exit (and a written --cpu-prof) when the bench stops it

@@ -115,6 +115,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
     corsOrigins: config.corsOrigins,
     syncWaitMs: config.syncWaitMs,
     idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
+    audit: stores.audit,
   });
 
   void keys?.warm();

@@ -2,7 +2,9 @@ import { Hono } from 'hono';
 import { requestId } from 'hono/request-id';
 import type { Logger } from '../logger.js';
 import type { OrderEngine } from '../orders/order.engine.js';
-import type { CatalogStore, IdempotencyStore } from '../store/store.ports.js';
+import type { AuditStore, CatalogStore, IdempotencyStore } from '../store/store.ports.js';
+import { auditLog } from './audit.middleware.js';
+import { auditRoutes } from './audit.routes.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
 import { addressKey, clientAddress } from './client-address.middleware.js';
@@ -29,6 +31,8 @@ export interface AppDeps {
   corsOrigins?: readonly string[];
   syncWaitMs: number;
   idempotency: { store: IdempotencyStore; ttlHours: number };
+  /** Where admin actions are recorded, and `GET /api/v1/audit` reads them. */
+  audit: AuditStore;
   maxBodyBytes?: number;
 }
 
@@ -51,6 +55,7 @@ export function createApp(deps: AppDeps): Hono {
   api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));
   api.use(bearerAuth(deps.auth));
   api.use(rateLimit({ name: 'user', perSecond: perUser.perSecond, burst: perUser.burst, keyOf: (c) => c.var.user.id, logger: deps.logger, ...(store ? { store } : {}) }));
+  api.use(auditLog({ audit: deps.audit, logger: deps.logger }));
   // While shutting down, reads still work; anything that would change an order waits for the next start.
   api.use(async function rejectWhileDraining(c, next) {
     if (c.req.method === 'GET' || deps.engine.accepting) return next();
@@ -58,6 +63,7 @@ export function createApp(deps: AppDeps): Hono {
   });
   api.route('/pipeline', ordersRoutes({ ...deps, idempotent: createIdempotency(deps.idempotency) }));
   api.route('/inventory', inventoryRoutes(deps));
+  api.route('/audit', auditRoutes(deps));
   app.route('/api/v1', api);
 
   app.notFound((c) => problemResponse(c, problemFor('not_found', `No route for ${c.req.method} ${c.req.path}.`)));

@@ -10,6 +10,8 @@ export type Role = 'user' | 'admin';
 export interface AuthUser {
   id: string;
   role: Role;
+  /** The token's `iss`, when it has one (for the audit log). */
+  issuer?: string;
 }
 
 interface CommonAuthOptions {
@@ -46,7 +48,7 @@ const NO_JWS: FlattenedJWSInput = { payload: '', signature: '', protected: '' };
 const MAX_CACHED = 10_000;
 
 /**
- * Verifies a bearer JWT and exposes `{ id: sub, role }` as `c.var.user`: HS256 with `secret`, or
+ * Verifies a bearer JWT and exposes `{ id: sub, role, issuer: iss }` as `c.var.user`: HS256 with `secret`, or
  * the identity provider's `keys` with only `algorithms` allowed. Requires `exp` and `sub`; checks
  * `nbf`, and `iss`/`aud` when configured, with `clockToleranceS` of skew.
  *
@@ -197,7 +199,8 @@ export function roleFrom(value: unknown): Role | null {
 function toUser(payload: JWTPayload, roleClaim: string): AuthUser | null {
   if (typeof payload.sub !== 'string' || payload.sub.length === 0 || payload.sub.length > 128) return null;
   const role = roleFrom(payload[roleClaim]);
-  return role ? { id: payload.sub, role } : null;
+  if (!role) return null;
+  return typeof payload.iss === 'string' ? { id: payload.sub, role, issuer: payload.iss.slice(0, 256) } : { id: payload.sub, role };
 }
 
 /** Admin-only routes. */

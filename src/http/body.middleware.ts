@@ -9,6 +9,8 @@ export interface BodyLimitOptions {
 declare module 'hono' {
   interface ContextVariableMap {
     maxBodyBytes: number;
+    /** The body as `readBody` read it, for the audit log to pick its fields from after the route. */
+    bodyText: string;
   }
 }
 
@@ -38,6 +40,7 @@ export async function readBody(c: Context): Promise<string> {
   if (!incoming || typeof incoming.on !== 'function' || incoming.readableDidRead) {
     const text = await c.req.text();
     if (Buffer.byteLength(text) > maxBytes) throw tooLarge(maxBytes);
+    c.set('bodyText', text);
     return text;
   }
   return new Promise<string>((resolve, reject) => {
@@ -61,7 +64,9 @@ export async function readBody(c: Context): Promise<string> {
     };
     const onEnd = () => {
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8'));
+      const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
+      c.set('bodyText', text);
+      resolve(text);
     };
     const onError = (err: Error) => {
       cleanup();

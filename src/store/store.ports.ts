@@ -198,27 +198,42 @@ export interface IdempotencyStore {
 
 /** Who did what to whom, from where, and how it ended: admin actions, newest first. */
 export interface AuditEntry {
+  /** `aud_` + a ULID: sorts by the time it was recorded, and is the list cursor. */
   id: string;
+  /** When the answer was known (ISO, server time). */
   at: string;
   /** The acting user (the token's `sub`) and role. */
   actor: string;
   role: string;
-  /** e.g. `inventory.upsert`, `order.retry`, `order.create_for_user`. */
+  /** The token's `iss`, when it has one. */
+  issuer: string | null;
+  /** e.g. `inventory.set`, `order.retry`, `order.place_for_user`. */
   action: string;
-  /** What it was done to: a SKU, an order id. */
+  /** What it was done to: a SKU, an order id, the user ordered for. */
   target: string;
   /** The client address, when known. */
   address: string | null;
+  /** The request's id (`X-Request-Id`), to find its line in the request log. */
+  request_id: string | null;
   /** The HTTP status answered, and the problem code when it was refused or failed. */
   status: number;
   code: string | null;
+  /** The request fields that matter (never a token or a card). */
   details: Record<string, unknown> | null;
+}
+
+export interface AuditQuery {
+  /** Entries older than this id (from a previous page). */
+  before?: string;
+  limit: number;
+  action?: string;
+  actor?: string;
 }
 
 export interface AuditStore {
   record(entry: AuditEntry): Promise<void>;
-  /** Newest first; `before` is an entry id from a previous page. */
-  list(query: { before?: string; limit: number }): Promise<AuditEntry[]>;
+  /** Newest first (by id, so entries recorded in the same millisecond keep one order). */
+  list(query: AuditQuery): Promise<AuditEntry[]>;
 }
 
 // --- everything one store provides ---------------------------------------------------

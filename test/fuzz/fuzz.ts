@@ -146,3 +146,26 @@ export async function checkLedger(dbPath: string, acceptedIds: readonly string[]
     db.close();
   }
 }
+
+/**
+ * After the run: every admin action the fuzz got through authentication left an entry the
+ * server could write (none went to the log as "audit entry not recorded"), and each entry's
+ * outcome is an HTTP status with, for refusals, a code from the README's error table.
+ */
+export function checkAudit(dbPath: string, serverOutput: string): { entries: number; problems: string[] } {
+  const problems: string[] = [];
+  if (serverOutput.includes('audit entry not recorded')) problems.push('an audit entry could not be written (see the server log)');
+  const codes = readmeErrorCodes();
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const rows = db.prepare('SELECT id, action, status, code FROM audit_log').all() as Array<{ id: string; action: string; status: number; code: string | null }>;
+    for (const r of rows) {
+      if (!/^aud_[0-9A-HJKMNP-TV-Z]{26}$/.test(r.id)) problems.push(`audit entry ${r.id}: not an audit id`);
+      if (r.status < 200 || r.status > 599) problems.push(`audit entry ${r.id}: status ${r.status}`);
+      if (r.status >= 400 && (r.code === null || !codes.has(r.code))) problems.push(`audit entry ${r.id} (${r.action}, ${r.status}): code ${String(r.code)} is not in the README's error table`);
+    }
+    return { entries: rows.length, problems };
+  } finally {
+    db.close();
+  }
+}

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkLedger, runFuzz, type FuzzResult } from './fuzz.js';
+import { checkAudit, checkLedger, runFuzz, type FuzzResult } from './fuzz.js';
 import { startFuzzServer } from './fuzz.server.js';
 
 /*
@@ -32,6 +32,12 @@ describe('the API under generated hostile requests', () => {
   it('leaves no order that no answer accepted, and stock and money adding up', async () => {
     expect(await checkLedger(fuzz.server.dbPath, result.accepted)).toEqual([]);
   }, 90_000);
+
+  it('leaves an audit entry, with a documented outcome, for every admin action it got through', () => {
+    const audit = checkAudit(fuzz.server.dbPath, fuzz.server.process.output());
+    expect(audit.problems).toEqual([]);
+    expect(audit.entries).toBeGreaterThan(3); // more than the set-up's three stock changes
+  });
 
   it('leaves the server healthy, its memory near where it started', async () => {
     const health = await fetch(`${fuzz.server.process.url}/healthz`);

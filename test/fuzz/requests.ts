@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { base64url, SignJWT } from 'jose';
 import { z } from 'zod';
+import { auditQuerySchema } from '../../src/http/audit.routes.js';
 import { listQuerySchema, orderRequestSchema, productSchema } from '../../src/http/schemas.js';
 import type { RawRequest } from './raw-http.js';
 
@@ -48,7 +49,12 @@ export interface FuzzRequest {
 }
 
 const toSchema = (schema: z.ZodType) => z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
-const SCHEMAS = { order: toSchema(orderRequestSchema), product: toSchema(productSchema), listQuery: toSchema(listQuerySchema) };
+const SCHEMAS = {
+  order: toSchema(orderRequestSchema),
+  product: toSchema(productSchema),
+  listQuery: toSchema(listQuerySchema),
+  auditQuery: toSchema(auditQuerySchema),
+};
 
 /** Values that succeed where they can (known SKUs and cards), so accepted requests go deep into the service. */
 function hinted(name: string, target: FuzzTarget): fc.Arbitrary<unknown> | undefined {
@@ -165,16 +171,17 @@ function setAt(value: unknown, path: Path, replace: (old: unknown, parent: unkno
 /** A valid body broken in one place; `null` means "left valid". */
 function mutate(value: unknown): fc.Arbitrary<{ body: unknown; kind: string }> {
   const all = paths(value);
+  const inner = all.filter((p) => p.length > 0);
   return fc.oneof(
     { weight: 2, arbitrary: fc.constant({ body: value, kind: 'valid' }) },
     {
       weight: 3,
       arbitrary: fc.tuple(fc.constantFrom(...all), nastyValue).map(([p, v]) => ({ body: setAt(value, p, () => v), kind: 'wrong-value' })),
     },
-    {
-      weight: 2,
-      arbitrary: fc.constantFrom(...all.filter((p) => p.length > 0)).map((p) => ({ body: setAt(value, p, () => undefined, true), kind: 'missing-field' })),
-    },
+    // An empty value (e.g. a query with no parameters) has no field to leave out.
+    ...(inner.length > 0
+      ? [{ weight: 2, arbitrary: fc.constantFrom(...inner).map((p) => ({ body: setAt(value, p, () => undefined, true), kind: 'missing-field' })) }]
+      : []),
     {
       weight: 2,
       arbitrary: fc
@@ -318,6 +325,41 @@ const query = fc.oneof(
   fc.constantFrom('?limit=1&limit=2', '?__proto__=1', '?constructor=x', '?%ZZ=1', '?=', '?&&&', '?limit', '?status[]=x', `?x=${'y'.repeat(5000)}`, '?limit=%00'),
 );
 
+/** The audit log's query: valid from its schema, then broken in one place; or a fixed malformed one. */
+const auditQuery = (target: FuzzTarget) => {
+  // Byte by byte, as UTF-8: a lone surrogate, which encodeURIComponent refuses, goes out as U+FFFD.
+  const asParam = (v: unknown) =>
+    [...Buffer.from(typeof v === 'string' ? v : (JSON.stringify(v) ?? ''))].map((b) => (/[A-Za-z0-9._~-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0')}`)).join('');
+  const toQuery = (q: unknown) =>
+    q && typeof q === 'object' && !Array.isArray(q) ? `?${Object.entries(q).map(([k, v]) => `${asParam(k)}=${asParam(v)}`).join('&')}` : `?${asParam(q)}`;
+  return fc.oneof(
+    { weight: 1, arbitrary: fc.constant({ q: '', kind: 'audit' }) },
+    { weight: 4, arbitrary: valid(SCHEMAS.auditQuery, target).chain(mutate).map(({ body, kind }) => ({ q: toQuery(body), kind: `audit-${kind}` })) },
+    {
+      weight: 2,
+      arbitrary: fc.constantFrom(
+        '?limit=1&limit=2',
+        '?cursor=aud_01AAAAAAAAAAAAAAAAAAAAAAAA&cursor=x',
+        '?cursor=ord_01AAAAAAAAAAAAAAAAAAAAAAAA',
+        '?cursor=%00',
+        '?cursor=aud_%F0%9F%98%80',
+        '?actor=%ED%A0%80',
+        '?action=order.delete',
+        '?action[]=order.retry',
+        '?actor=',
+        `?actor=${'a'.repeat(129)}`,
+        '?actor=%00',
+        '?actor=%ZZ',
+        '?limit=1e309',
+        '?limit=-0',
+        '?limit=0x10',
+        '?__proto__[limit]=1',
+        `?x=${'y'.repeat(5000)}`,
+      ).map((q) => ({ q, kind: 'audit-malformed' })),
+    },
+  );
+};
+
 const idempotencyKey = fc.oneof(
   { weight: 6, arbitrary: fc.constant(undefined) },
   { weight: 2, arbitrary: fc.stringMatching(/^[a-z0-9-]{1,40}$/) },
@@ -339,6 +381,7 @@ export function requestArbitrary(target: FuzzTarget, orderIds: () => string[]) {
     { weight: 6, arbitrary: fc.tuple(fc.constantFrom('/api/v1/pipeline/orders', '/api/v1/pipeline/orders/async'), jsonBody(SCHEMAS.order)).map(([path, b]) => ({ method: 'POST', path, ...b, creates: true })) },
     { weight: 2, arbitrary: fc.tuple(orderPath, fc.constantFrom('status', 'cancel', 'retry', 'history', 'events')).map(([id, what]) => ({ method: what === 'cancel' || what === 'retry' ? 'POST' : 'GET', path: `/api/v1/pipeline/orders/${id}/${what}`, kind: `order-${what}`, creates: false })) },
     { weight: 2, arbitrary: query.map((q) => ({ method: 'GET', path: `/api/v1/pipeline/orders${q}`, kind: 'list', creates: false })) },
+    { weight: 1, arbitrary: auditQuery(target).map(({ q, kind }) => ({ method: 'GET', path: `/api/v1/audit${q}`, kind, creates: false })) },
     { weight: 2, arbitrary: fc.tuple(skuLike(target), jsonBody(SCHEMAS.product)).map(([sku, b]) => ({ method: 'PUT', path: `/api/v1/inventory/${sku}`, ...b, creates: false })) },
     { weight: 1, arbitrary: skuLike(target).map((sku) => ({ method: 'GET', path: `/api/v1/inventory/${sku}`, kind: 'product', creates: false })) },
     {

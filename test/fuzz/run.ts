@@ -8,7 +8,7 @@
  * money or orders do not add up afterwards.
  */
 import { parseArgs } from 'node:util';
-import { checkLedger, runFuzz } from './fuzz.js';
+import { checkAudit, checkLedger, runFuzz } from './fuzz.js';
 import { startFuzzServer } from './fuzz.server.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '20000' }, seed: { type: 'string' }, path: { type: 'string' } } });
@@ -28,6 +28,7 @@ try {
     progress: (n) => process.stdout.write(`  ${n} requests…\n`),
   });
   const ledger = await checkLedger(fuzz.server.dbPath, result.accepted);
+  const audit = checkAudit(fuzz.server.dbPath, fuzz.server.process.output());
   const healthy = (await fetch(`${fuzz.server.process.url}/healthz`)).status === 200;
   process.stdout.write(
     `${JSON.stringify(
@@ -43,12 +44,14 @@ try {
         rss_mb: result.rss_mb,
         healthy,
         ledger: ledger.length === 0 ? 'ok' : ledger,
+        audit_entries: audit.entries,
+        audit: audit.problems.length === 0 ? 'ok' : audit.problems,
       },
       null,
       2,
     )}\n`,
   );
-  failed = ledger.length > 0 || !healthy;
+  failed = ledger.length > 0 || audit.problems.length > 0 || !healthy;
 } catch (err) {
   process.stderr.write(`${(err as Error).message}\n`);
   failed = true;

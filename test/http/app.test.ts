@@ -20,7 +20,7 @@ let admin: string;
 
 beforeEach(async () => {
   engine = new FakeEngine();
-  const { catalog, idempotency } = memoryStores();
+  const { catalog, idempotency, audit } = memoryStores();
   app = createApp({
     engine,
     catalog,
@@ -29,6 +29,7 @@ beforeEach(async () => {
     rateLimit: { perSecond: 1000, burst: 1000 },
     syncWaitMs: 50,
     idempotency: { store: idempotency, ttlHours: 24 },
+    audit,
   });
   [alice, bob, admin] = await Promise.all([
     mintToken({ secret: TEST_SECRET, sub: 'alice', role: 'user' }),

@@ -1,7 +1,7 @@
 import { OrderError } from '../../src/domain/errors.js';
 import type { NewOrder, OrderChangeListener, OrderEngine, OrderQuery } from '../../src/orders/order.engine.js';
 import type { OrderView } from '../../src/orders/order.view.js';
-import type { CatalogStore, IdempotencyEntry, IdempotencyStore, Product } from '../../src/store/store.ports.js';
+import type { AuditEntry, AuditStore, CatalogStore, IdempotencyEntry, IdempotencyStore, Product } from '../../src/store/store.ports.js';
 import { sampleView } from '../store/contract/harness.js';
 
 /**
@@ -75,8 +75,9 @@ export class FakeEngine implements OrderEngine {
 }
 
 /** In-memory catalog and idempotency stores, for `createApp` without a database. */
-export function memoryStores(): { catalog: CatalogStore; idempotency: IdempotencyStore } {
+export function memoryStores(): { catalog: CatalogStore; idempotency: IdempotencyStore; audit: AuditStore & { entries: AuditEntry[] } } {
   const products = new Map<string, Product>();
+  const entries: AuditEntry[] = [];
   const keys = new Map<string, IdempotencyEntry>();
   return {
     catalog: {
@@ -115,6 +116,18 @@ export function memoryStores(): { catalog: CatalogStore; idempotency: Idempotenc
       },
       async purgeExpired() {
         return 0;
+      },
+    },
+    audit: {
+      entries,
+      async record(entry) {
+        entries.push(entry);
+      },
+      async list({ before, limit, action, actor }) {
+        return entries
+          .filter((e) => (before === undefined || e.id < before) && (action === undefined || e.action === action) && (actor === undefined || e.actor === actor))
+          .sort((a, b) => (a.id < b.id ? 1 : -1))
+          .slice(0, limit);
       },
     },
   };

@@ -3,9 +3,9 @@
  * transaction under an advisory lock (postgres.database.ts). Never edit a shipped migration;
  * add the next one.
  *
- * Tables and columns are those of `sqlite/sqlite.migrations.ts` as they stand after its
- * version 4, with the same constraints (the stock invariant above all), so the same queries
- * read the ledger on either store. The differences are PostgreSQL's own:
+ * Tables and columns are those of `sqlite/sqlite.migrations.ts` (version 1 here is SQLite's
+ * versions 1 to 4, version 2 its 5), with the same constraints (the stock invariant above
+ * all), so the same queries read the ledger on either store. The differences are PostgreSQL's own:
  * - ids and SKUs are `COLLATE "C"`: byte order, as SQLite's BINARY, whatever the database's
  *   collation is. Order ids are ULIDs and serve as list cursors, so their order matters.
  * - times are `timestamptz` (the adapter reads them back as the same ISO strings);
@@ -163,6 +163,16 @@ export const MIGRATIONS: readonly Migration[] = [
         code     text,
         details  text
       );
+    `,
+  },
+  {
+    version: 2,
+    name: 'audit log: issuer, request id, lists by actor and action (SQLite version 5)',
+    sql: `
+      ALTER TABLE audit_log ADD COLUMN issuer text;
+      ALTER TABLE audit_log ADD COLUMN request_id text;
+      CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
+      CREATE INDEX audit_log_by_action ON audit_log (action, id);
     `,
   },
 ];

@@ -269,10 +269,22 @@ const purgeKeys = plan(
 
 // --- audit log -------------------------------------------------------------------------
 
-const AUDIT = 'id, at, actor, role, action, target, address, status, code, details';
-const recordAudit = plan('audit_record', `INSERT INTO audit_log (${AUDIT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`);
-const newestAudit = plan('audit_newest', `SELECT ${AUDIT} FROM audit_log ORDER BY id DESC LIMIT $1`);
-const auditBefore = plan('audit_before', `SELECT ${AUDIT} FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2`);
+const AUDIT = 'id, at, actor, role, issuer, action, target, address, request_id, status, code, details';
+const recordAudit = plan('audit_record', `INSERT INTO audit_log (${AUDIT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`);
+/** One named plan per combination of filters; `$1` is the cursor (`~` sorts after every id: the first page). */
+const auditLists = new Map<string, Plan>();
+const auditList = (filters: { action: boolean; actor: boolean }): Plan => {
+  const key = `${filters.action ? 'action' : ''}_${filters.actor ? 'actor' : ''}`;
+  let found = auditLists.get(key);
+  if (!found) {
+    const where = ['id < $1'];
+    if (filters.action) where.push(`action = $${where.length + 1}`);
+    if (filters.actor) where.push(`actor = $${where.length + 1}`);
+    found = plan(`audit_list${key}`, `SELECT ${AUDIT} FROM audit_log WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT $${where.length + 1}`);
+    auditLists.set(key, found);
+  }
+  return found;
+};
 
 // --- inventory -------------------------------------------------------------------------
 
@@ -443,8 +455,7 @@ export const plans = {
   completeKey,
   purgeKeys,
   recordAudit,
-  newestAudit,
-  auditBefore,
+  auditList,
   reserve,
   release,
   sell,

@@ -341,19 +341,23 @@ function createAuditStore(pool: Pool): AuditStore {
         e.at,
         e.actor,
         e.role,
+        e.issuer,
         e.action,
         e.target,
         e.address,
+        e.request_id,
         e.status,
         e.code,
         e.details === null ? null : JSON.stringify(e.details),
       ]);
     },
     async list(query) {
-      const rows = query.before === undefined
-        ? await run<AuditRow>(pool, plans.newestAudit, [query.limit])
-        : await run<AuditRow>(pool, plans.auditBefore, [query.before, query.limit]);
-      return rows.map(toEntry);
+      const filters = { action: query.action !== undefined, actor: query.actor !== undefined };
+      const values: unknown[] = [query.before ?? '~'];
+      if (query.action !== undefined) values.push(query.action);
+      if (query.actor !== undefined) values.push(query.actor);
+      values.push(query.limit);
+      return (await run<AuditRow>(pool, plans.auditList(filters), values)).map(toEntry);
     },
   };
 }

@@ -170,4 +170,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 5,
+    name: 'audit log: issuer, request id, lists by actor and action',
+    sql: `
+      ALTER TABLE audit_log ADD COLUMN issuer TEXT;
+      ALTER TABLE audit_log ADD COLUMN request_id TEXT;
+      -- Filtered pages walk one of these newest first, as the unfiltered ones walk the key.
+      CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
+      CREATE INDEX audit_log_by_action ON audit_log (action, id);
+    `,
+  },
 ];

@@ -1,3 +1,4 @@
+import type Database from 'better-sqlite3';
 import { OrderError } from '../../domain/errors.js';
 import { newId } from '../../domain/ids.js';
 import type { Notification, Order, OrderLine, ShippingAddress, Shipment } from '../../domain/order.js';
@@ -336,10 +337,22 @@ function createIdempotencyStore(db: Db, commits: GroupCommit): IdempotencyStore 
 }
 
 function createAuditStore(db: Db, commits: GroupCommit): AuditStore {
-  const columns = 'id, at, actor, role, action, target, address, status, code, details';
-  const insert = db.prepare(`INSERT INTO audit_log (${columns}) VALUES (@id, @at, @actor, @role, @action, @target, @address, @status, @code, @details)`);
-  const newest = db.prepare<[number], AuditRow>(`SELECT ${columns} FROM audit_log ORDER BY id DESC LIMIT ?`);
-  const before = db.prepare<[string, number], AuditRow>(`SELECT ${columns} FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?`);
+  const columns = 'id, at, actor, role, issuer, action, target, address, request_id, status, code, details';
+  const insert = db.prepare(
+    `INSERT INTO audit_log (${columns}) VALUES (@id, @at, @actor, @role, @issuer, @action, @target, @address, @request_id, @status, @code, @details)`,
+  );
+  // One statement per combination of filters, so each walks its index; `~` sorts after every id (the first page).
+  const lists = new Map<string, Database.Statement<unknown[], AuditRow>>();
+  const listing = (action: boolean, actor: boolean) => {
+    const key = `${action}/${actor}`;
+    let statement = lists.get(key);
+    if (!statement) {
+      const where = ['id < ?', ...(action ? ['action = ?'] : []), ...(actor ? ['actor = ?'] : [])].join(' AND ');
+      statement = db.prepare<unknown[], AuditRow>(`SELECT ${columns} FROM audit_log WHERE ${where} ORDER BY id DESC LIMIT ?`);
+      lists.set(key, statement);
+    }
+    return statement;
+  };
   const toEntry = (row: AuditRow): AuditEntry => ({ ...row, details: row.details === null ? null : (JSON.parse(row.details) as Record<string, unknown>) });
   return {
     async record(entry) {
@@ -347,7 +360,11 @@ function createAuditStore(db: Db, commits: GroupCommit): AuditStore {
       await commits.flush();
     },
     async list(query) {
-      return (query.before === undefined ? newest.all(query.limit) : before.all(query.before, query.limit)).map(toEntry);
+      const params: unknown[] = [query.before ?? '~'];
+      if (query.action !== undefined) params.push(query.action);
+      if (query.actor !== undefined) params.push(query.actor);
+      params.push(query.limit);
+      return listing(query.action !== undefined, query.actor !== undefined).all(...params).map(toEntry);
     },
   };
 }

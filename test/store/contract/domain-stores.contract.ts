@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { OrderError } from '../../../src/domain/errors.js';
 import { newId } from '../../../src/domain/ids.js';
+import type { AuditEntry } from '../../../src/store/store.ports.js';
 import { orderId, withStore as withFreshStore, type HarnessFactory, type StoreHarness } from './harness.js';
 
 const shipping = { name: 'A', line1: 'B', city: 'C', postal_code: 'D', country: 'DE' };
@@ -122,26 +123,66 @@ export function domainStoresContract(makeStore: HarnessFactory) {
   });
 
   describe('audit log', () => {
+    const entry = (i: number, overrides: Partial<AuditEntry> = {}): AuditEntry => ({
+      id: newId('aud'),
+      at: new Date().toISOString(),
+      actor: 'ops',
+      role: 'admin',
+      issuer: i === 3 ? 'https://idp.example' : null,
+      action: i % 2 ? 'order.retry' : 'inventory.set',
+      target: `T-${i}`,
+      address: i === 0 ? null : '127.0.0.1',
+      request_id: i === 0 ? null : `req-${i}`,
+      status: i === 2 ? 409 : 200,
+      code: i === 2 ? 'invalid_transition' : null,
+      details: i === 1 ? { available: 5, name: 'Ωmega 😀' } : null,
+      ...overrides,
+    });
+
     it(
       'keeps entries newest first, a page at a time',
       withStore(async ({ stores: { audit } }) => {
-        const entry = (i: number) => ({
-          id: newId('aud'),
-          at: new Date().toISOString(),
-          actor: 'ops',
-          role: 'admin',
-          action: i % 2 ? 'order.retry' : 'inventory.upsert',
-          target: `T-${i}`,
-          address: i === 0 ? null : '127.0.0.1',
-          status: i === 2 ? 409 : 200,
-          code: i === 2 ? 'invalid_transition' : null,
-          details: i === 1 ? { available: 5 } : null,
-        });
-        const entries = [0, 1, 2, 3].map(entry);
+        const entries = [0, 1, 2, 3].map((i) => entry(i));
         for (const e of entries) await audit.record(e);
         const first = await audit.list({ limit: 3 });
         expect(first).toEqual([entries[3], entries[2], entries[1]]);
         expect(await audit.list({ before: first.at(-1)!.id, limit: 3 })).toEqual([entries[0]]);
+        expect(await audit.list({ before: entries[0]!.id, limit: 3 })).toEqual([]);
+      }),
+    );
+
+    it(
+      'keeps one order for entries recorded in the same millisecond, with no gap or repeat between pages',
+      withStore(async ({ stores: { audit } }) => {
+        const at = new Date().toISOString();
+        // One `at` for all, written concurrently: the order is the ids', not the times' nor the writes'.
+        const entries = Array.from({ length: 25 }, (_, i) => entry(i, { at }));
+        await Promise.all(entries.map((e) => audit.record(e)));
+        const seen: AuditEntry[] = [];
+        let before: string | undefined;
+        for (;;) {
+          const page = await audit.list({ limit: 4, ...(before ? { before } : {}) });
+          if (page.length === 0) break;
+          seen.push(...page);
+          before = page.at(-1)!.id;
+        }
+        expect(seen.map((e) => e.id)).toEqual(entries.map((e) => e.id).reverse());
+      }),
+    );
+
+    it(
+      'lists by action and by actor, newest first, each a page at a time',
+      withStore(async ({ stores: { audit } }) => {
+        const entries = [0, 1, 2, 3, 4, 5].map((i) => entry(i, { actor: i < 3 ? 'ops' : 'root' }));
+        for (const e of entries) await audit.record(e);
+        const retries = entries.filter((e) => e.action === 'order.retry').reverse();
+        expect(await audit.list({ action: 'order.retry', limit: 10 })).toEqual(retries);
+        const page = await audit.list({ action: 'order.retry', limit: 2 });
+        expect(page).toEqual(retries.slice(0, 2));
+        expect(await audit.list({ action: 'order.retry', before: page.at(-1)!.id, limit: 2 })).toEqual(retries.slice(2));
+        expect(await audit.list({ actor: 'root', limit: 10 })).toEqual(entries.slice(3).reverse());
+        expect(await audit.list({ actor: 'root', action: 'inventory.set', limit: 10 })).toEqual([entries[4]]);
+        expect(await audit.list({ actor: 'nobody', limit: 10 })).toEqual([]);
       }),
     );
   });
