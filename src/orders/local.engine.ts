@@ -5,6 +5,7 @@ import type { RetryPolicy } from '../domain/order.js';
 import type { Logger } from '../logger.js';
 import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
 import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
+import type { Fence } from '../store/fence.js';
 import type { OrderStateStore, OrderStateWrite, StoredOrder } from '../store/store.ports.js';
 import type { CommitInfo, NewOrder, OrderChange, OrderChangeListener, OrderEngine, OrderQuery } from './order.engine.js';
 import { toOrderView, viewAsOf, type OrderView } from './order.view.js';
@@ -22,6 +23,19 @@ export interface LocalEngineOptions {
   retry: RetryPolicy;
   /** Receives every actor's inspection events, once the states they led to are committed. */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+}
+
+/**
+ * Orders this engine does not run but another instance does (several instances on one
+ * database): events go to their owner, waits follow the store. See src/orders/cluster.member.ts.
+ */
+export interface RemoteOrders {
+  /** CANCEL for an order owned elsewhere: resolves with the view once its owner applied it; `invalid_transition` if it could not. */
+  cancel(orderId: string): Promise<OrderView>;
+  /** Waits for an order run elsewhere to settle, or for `timeoutMs`. */
+  waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }>;
+  /** False once this instance's lease may have run out: it must not write any more. */
+  leaseHeld(): boolean;
 }
 
 type OrderActor = Actor<OrderMachine>;
@@ -62,6 +76,11 @@ export class LocalOrderEngine implements OrderEngine {
   private inflight: Promise<void> | null = null;
   private readonly inspect: Observer<InspectionEvent> | undefined;
   private inspection: InspectionEvent[] = [];
+  /** Each live actor's system, for the steps to find their fence by (see `fenceOf`). */
+  private readonly bySystem = new WeakMap<object, LiveOrder>();
+  private remote: RemoteOrders | undefined;
+  /** The engine's own listener (waking waiters), not counted as a subscriber. */
+  private readonly internalListener: OrderChangeListener;
 
   constructor(private readonly options: LocalEngineOptions) {
     this.owner = options.owner ?? newId('own');
@@ -75,7 +94,75 @@ export class LocalOrderEngine implements OrderEngine {
         },
       };
     }
-    this.listeners.add((changes) => this.wakeWaiters(changes));
+    this.internalListener = (changes) => this.wakeWaiters(changes);
+    this.listeners.add(this.internalListener);
+  }
+
+  /** This engine's owner id, as stored with every order it runs. */
+  get ownerId(): string {
+    return this.owner;
+  }
+
+  /** Orders owned by other instances: where cancels and waits for them go. */
+  attachRemote(remote: RemoteOrders): void {
+    this.remote = remote;
+  }
+
+  isLive(orderId: string): boolean {
+    return this.live.has(orderId);
+  }
+
+  /** Whether anyone besides the engine itself listens to changes (then other instances' changes are worth fetching). */
+  get hasSubscribers(): boolean {
+    return this.listeners.size > 1;
+  }
+
+  /**
+   * The fence for a step of the actor whose system this is: this owner and the epoch the
+   * actor was restored or started under. A write the store refuses under it drops the actor.
+   */
+  fenceOf(system: unknown): Fence | undefined {
+    const entry = typeof system === 'object' && system !== null ? this.bySystem.get(system) : undefined;
+    if (!entry) return undefined;
+    return { owner: this.owner, epoch: entry.epoch, refused: () => this.dropFenced(entry) };
+  }
+
+  /**
+   * Takes over orders claimed from the store (at start, or from an instance whose lease
+   * ended) and runs them on from their snapshots. Returns how many were started.
+   */
+  adopt(stored: readonly StoredOrder[]): number {
+    let started = 0;
+    for (const order of stored) {
+      const current = this.live.get(order.order_id);
+      // Claimed again at a newer epoch while a stale actor of ours still ran: that one is stale now.
+      if (current && current.epoch >= order.epoch) continue;
+      if (current) this.dropFenced(current);
+      this.restore(order).actor.start();
+      started++;
+    }
+    return started;
+  }
+
+  /**
+   * The lease was lost (this process froze or was cut off past it): every actor stops at
+   * once, nothing more is written; whatever this instance still owns is claimed again later.
+   */
+  abandonAll(): number {
+    const n = this.live.size;
+    for (const entry of [...this.live.values()]) {
+      this.dirty.delete(entry);
+      entry.pending = null;
+      this.forget(entry);
+    }
+    this.live.clear();
+    return n;
+  }
+
+  /** Changes committed by other instances, told to this engine's subscribers (after their commit, as local ones). */
+  publishRemote(changes: readonly OrderChange[]): void {
+    if (changes.length === 0) return;
+    this.tell(changes, { states: changes.length, fenced: 0, duration_ms: 0, remote: true });
   }
 
   get accepting(): boolean {
@@ -129,6 +216,8 @@ export class LocalOrderEngine implements OrderEngine {
     if (!entry) {
       const view = await this.get(orderId);
       if (!view) throw new OrderError('not_found', `order ${orderId} not found`);
+      // Run by another instance: follow it there.
+      if (!isSettled(view.status) && this.remote && timeoutMs > 0) return this.remote.waitUntilSettled(orderId, timeoutMs);
       return { settled: isSettled(view.status), view };
     }
     if (entry.pending) await this.next;
@@ -151,6 +240,7 @@ export class LocalOrderEngine implements OrderEngine {
 
   async cancel(orderId: string): Promise<OrderView> {
     const entry = this.live.get(orderId);
+    if (!entry && this.remote) return this.remote.cancel(orderId);
     if (!entry || !entry.actor.getSnapshot().can({ type: 'CANCEL' })) {
       throw new OrderError('invalid_transition', `order ${orderId} can no longer be cancelled`);
     }
@@ -184,12 +274,7 @@ export class LocalOrderEngine implements OrderEngine {
 
   async resumeUnfinished(): Promise<number> {
     const stored = await this.options.states.claimUnfinished(this.owner);
-    let resumed = 0;
-    for (const order of stored) {
-      if (this.live.has(order.order_id)) continue;
-      this.restore(order).actor.start();
-      resumed++;
-    }
+    const resumed = this.adopt(stored);
     if (resumed > 0) this.options.logger.info({ orders: resumed }, 'resumed unfinished orders');
     return resumed;
   }
@@ -227,6 +312,7 @@ export class LocalOrderEngine implements OrderEngine {
   private track(orderId: string, actor: OrderActor, fence: { epoch: number; seq: number }): LiveOrder {
     const entry: LiveOrder = { order_id: orderId, actor, subscription: null, ...fence, committed: null, pending: null, captured: null };
     this.live.set(orderId, entry);
+    this.bySystem.set(actor.system, entry);
     entry.subscription = actor.subscribe({
       next: (snapshot) => this.queue(entry, snapshot),
       error: (err) => {
@@ -271,6 +357,12 @@ export class LocalOrderEngine implements OrderEngine {
     const commit = this.options.states.commitTurn(() => {
       started = performance.now();
       this.next = null;
+      if (this.remote && !this.remote.leaseHeld()) {
+        // Past our lease (frozen, cut off): the orders may be another's by now. Write nothing.
+        const dropped = this.abandonAll();
+        this.options.logger.warn({ dropped }, 'lease not renewed in time; dropped every order without writing');
+        return [];
+      }
       batch = [...this.dirty].map((entry) => ({ entry, write: this.collect(entry) }));
       this.dirty.clear();
       return batch.map((b) => b.write);
@@ -332,7 +424,10 @@ export class LocalOrderEngine implements OrderEngine {
       }
     }
     if (batch.length === 0) return;
-    const info: CommitInfo = { states: changes.length, fenced: batch.length - changes.length, duration_ms: durationMs };
+    this.tell(changes, { states: changes.length, fenced: batch.length - changes.length, duration_ms: durationMs });
+  }
+
+  private tell(changes: readonly OrderChange[], info: CommitInfo): void {
     for (const listener of this.listeners) {
       try {
         listener(changes, info);
@@ -344,6 +439,7 @@ export class LocalOrderEngine implements OrderEngine {
 
   /** Another owner holds a newer epoch: this one must stop running the order at once. */
   private dropFenced(entry: LiveOrder): void {
+    if (this.live.get(entry.order_id) !== entry && !entry.subscription) return; // dropped already
     this.dirty.delete(entry);
     entry.pending = null;
     this.forget(entry);
