@@ -25,16 +25,21 @@ const plan = (name: string, text: string): Plan => ({ name, text });
 /**
  * The fence of a step's effect, as CTEs for one statement (parameters: the writer's owner,
  * or null for an unfenced write, its epoch, and the order id). The order's state row is
- * read `FOR SHARE`, so a takeover (which updates that row) waits until this statement's
- * transaction has committed, and a statement that waited behind a takeover sees the new
- * owner and is refused: a stale owner never slips a write in between check and commit. An
- * order with no state row yet is allowed at epoch 1 (its first state commits after its
+ * read `FOR KEY SHARE`, and every change of owner locks that row `FOR UPDATE` first (the
+ * claims below), so a takeover waits until this statement's transaction has committed, and
+ * a statement that waited behind a takeover sees the new owner and is refused: a stale
+ * owner never slips a write in between check and commit. KEY SHARE rather than SHARE: the
+ * owner's own state commits (`FOR NO KEY UPDATE`) do not wait for its effects, nor they for
+ * it, so an effect holding stock locks and a state commit cannot wait for each other in a
+ * cycle (with SHARE they could: a sell holding its order's row and waiting for a batch's
+ * stock, the batch waiting for a row the state commit holds, the commit for the sell's).
+ * An order with no state row yet is allowed at epoch 1 (its first state commits after its
  * first step may have started). `allowed.ok` is what the effect is conditional on.
  */
 const fenceCtes = (owner: string, epoch: string, orderId: string) => `
    fence AS MATERIALIZED (
      SELECT owner = ${owner} AND epoch = ${epoch} AS ok FROM order_snapshots
-     WHERE order_id = ${orderId} AND ${owner}::text IS NOT NULL FOR SHARE
+     WHERE order_id = ${orderId} AND ${owner}::text IS NOT NULL FOR KEY SHARE
    ),
    allowed AS MATERIALIZED (
      SELECT ${owner}::text IS NULL OR coalesce((SELECT ok FROM fence), ${epoch}::bigint = 1) AS ok
@@ -159,11 +164,15 @@ const claimOrphaned = plan(
    RETURNING ${STORED.split(', ').map((c) => `s.${c}`).join(', ')}, c.prev_owner`,
 );
 
+/** Locked `FOR UPDATE` first, as every change of owner is, so it waits for the order's fenced effects in flight. */
 const claimParked = plan(
   'states_claim_parked',
-  `UPDATE order_snapshots SET owner = $1, epoch = epoch + 1
-   WHERE order_id = $2 AND status = 'compensation_failed'
-   RETURNING ${STORED}`,
+  `WITH parked AS MATERIALIZED (
+     SELECT order_id FROM order_snapshots WHERE order_id = $2 AND status = 'compensation_failed' FOR UPDATE
+   )
+   UPDATE order_snapshots s SET owner = $1, epoch = s.epoch + 1
+   FROM parked p WHERE s.order_id = p.order_id AND s.status = 'compensation_failed'
+   RETURNING ${STORED.split(', ').map((c) => `s.${c}`).join(', ')}`,
 );
 
 const saveView = plan(
@@ -237,7 +246,7 @@ const insertCharge = plan(
    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
    ON CONFLICT DO NOTHING RETURNING charge_id`,
 );
-/** The first statement of a fenced transaction (the refund): whether `(owner, epoch)` holds the order, its row then `FOR SHARE`. */
+/** The first statement of a fenced transaction (the refund): whether `(owner, epoch)` holds the order, its row then `FOR KEY SHARE`. */
 const checkFence = plan('fence_check', `WITH ${fenceCtes('$1', '$2', '$3')} SELECT ok AS allowed FROM allowed`);
 const insertRefund = plan(
   'payments_refund',
