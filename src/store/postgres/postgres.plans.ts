@@ -123,8 +123,15 @@ const listChanges = plan(
   'SELECT order_id, seq, at, view FROM order_changes WHERE order_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
 );
 
-/** An owner that holds a live lease (by the database's clock): its orders are not to be claimed. */
-const LIVE_OWNER = `EXISTS (SELECT FROM instances i WHERE i.instance_id = s.owner AND i.lease_until > now() AND NOT i.stopping)`;
+/**
+ * An owner that holds a live lease (by the database's clock): its orders are not to be
+ * claimed. A scalar subquery on purpose, not `EXISTS`: the planner turns `NOT EXISTS` into
+ * an anti-join, and when a claimer's `FOR UPDATE` finds a row another claimer has just
+ * taken, PostgreSQL rechecks the new row version against the join's old (empty) inner side
+ * and lets it through, so both would claim it. A subquery in the filter is evaluated again
+ * for the new version, which now names a live owner.
+ */
+const LIVE_OWNER = `coalesce((SELECT i.lease_until > now() AND NOT i.stopping FROM instances i WHERE i.instance_id = s.owner), false)`;
 
 /**
  * Takes over every unfinished order that is `$1`'s own (a restart under the same
