@@ -89,8 +89,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
     carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
     logger,
-    // Each step's effects are fenced by its actor's owner and epoch (refused on PostgreSQL once stale).
-    fenceOf: (system) => engine.fenceOf(system),
+    // On PostgreSQL each step's effects are fenced by its actor's owner and epoch (refused once
+    // stale). SQLite has one writer and nothing to fence: no fence context at all there, so
+    // its hot path does not pay for async context tracking.
+    ...(store.cluster ? { fenceOf: (system: unknown) => engine.fenceOf(system) } : {}),
   });
   const engine: LocalOrderEngine = new LocalOrderEngine({
     machine: orderMachine.provide({ actors }),
