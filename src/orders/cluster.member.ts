@@ -45,6 +45,7 @@ export class ClusterMember implements RemoteOrders {
   private stopped = false;
   /** When the last renewal that succeeded was sent (monotonic ms). */
   private renewedAt = -Infinity;
+  private renewing: Promise<boolean> | null = null;
   private reaping: Promise<void> | null = null;
   private reapAgain = false;
   private inboxRun: Promise<void> | null = null;
@@ -78,7 +79,7 @@ export class ClusterMember implements RemoteOrders {
       if (!info.remote && this.others > 0) this.announce(changes);
     });
     const third = Math.max(50, Math.floor(this.options.leaseMs / 3));
-    this.every(third, () => this.renew());
+    this.every(third, async () => void (await this.renew()));
     // Reapers of several instances spread out rather than fire together.
     this.every(third, () => this.reap(), 0.25);
     this.every(this.options.pollMs ?? 1000, () => this.applyInbox());
@@ -171,12 +172,22 @@ export class ClusterMember implements RemoteOrders {
     schedule();
   }
 
-  private async renew(): Promise<void> {
-    if (this.stopped) return;
+  confirmLease(): Promise<boolean> {
+    return this.renew();
+  }
+
+  /** One renewal at a time (the timer's, or a commit's that found the last one too old). */
+  private renew(): Promise<boolean> {
+    this.renewing ??= this.renewOnce().finally(() => (this.renewing = null));
+    return this.renewing;
+  }
+
+  private async renewOnce(): Promise<boolean> {
+    if (this.stopped) return this.leaseHeld();
     const sent = performance.now();
     if (await this.cluster.renew(this.me, this.options.leaseMs)) {
       this.renewedAt = sent;
-      return;
+      return true;
     }
     // The lease ran out before this renewal: others may have taken our orders (and bumped
     // their epochs). Stop them all here, start a new lease, and claim back what is still ours.
@@ -186,6 +197,7 @@ export class ClusterMember implements RemoteOrders {
     await this.cluster.register(this.me, this.options.leaseMs);
     this.renewedAt = again;
     await this.engine.resumeUnfinished();
+    return false;
   }
 
   /** One reaper round at a time; a wake-up during one runs another after it. */

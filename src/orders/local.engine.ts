@@ -34,8 +34,10 @@ export interface RemoteOrders {
   cancel(orderId: string): Promise<OrderView>;
   /** Waits for an order run elsewhere to settle, or for `timeoutMs`. */
   waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }>;
-  /** False once this instance's lease may have run out: it must not write any more. */
+  /** False once this instance's lease may have run out (by its own clock): it must not write any more. */
   leaseHeld(): boolean;
+  /** Asks the database (renewing): true if the lease still holds; false if it was lost (every order is then dropped). */
+  confirmLease(): Promise<boolean>;
 }
 
 type OrderActor = Actor<OrderMachine>;
@@ -54,6 +56,8 @@ interface LiveOrder {
   pending: OrderSnapshot | null;
   /** The write built early (when its actor is about to stop: stopped children would persist as stopped). */
   captured: OrderStateWrite | null;
+  /** Dropped without a write because the lease was lost. */
+  abandoned?: boolean;
 }
 
 /**
@@ -153,6 +157,7 @@ export class LocalOrderEngine implements OrderEngine {
     for (const entry of [...this.live.values()]) {
       this.dirty.delete(entry);
       entry.pending = null;
+      entry.abandoned = true;
       this.forget(entry);
     }
     this.live.clear();
@@ -345,6 +350,10 @@ export class LocalOrderEngine implements OrderEngine {
     await this.next;
     if (entry.committed) return entry.committed;
     const view = await this.options.states.getView(entry.order_id);
+    if (!view && entry.abandoned) {
+      // Never committed, so never taken: the client may simply send it again.
+      throw new OrderError('overloaded', 'This instance stalled past its lease and let its orders go; retry.');
+    }
     if (!view) throw new OrderError('internal_error', `order ${entry.order_id} has no committed state`);
     return view;
   }
@@ -352,6 +361,9 @@ export class LocalOrderEngine implements OrderEngine {
   /** One commit at a time, so an order's changes commit in the order they happened. */
   private async commitNext(): Promise<void> {
     if (this.inflight) await this.inflight.catch(() => undefined);
+    // Not renewed lately by our own clock (an event loop stalled by load, a pause): before
+    // writing, ask the database whether the lease still holds. Lost: every order is dropped.
+    if (this.remote && !this.remote.leaseHeld()) await this.remote.confirmLease().catch(() => false);
     let batch: Array<{ entry: LiveOrder; write: OrderStateWrite }> = [];
     let started = 0;
     const commit = this.options.states.commitTurn(() => {

@@ -11,7 +11,7 @@ import { expectLedgerAddsUp, reader, startInstances, untilFinal, type Instance }
  * as if nothing happened. The other instance takes its orders over once the lease has
  * passed; the woken one must write nothing for them, and each must finish exactly once.
  */
-const LEASE_MS = 1500;
+const LEASE_MS = 2500;
 let db: TestDatabase;
 let store: CommittedReader;
 let nodes: Instance[] = [];
