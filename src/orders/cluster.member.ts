@@ -83,6 +83,10 @@ export class ClusterMember implements RemoteOrders {
     // Reapers of several instances spread out rather than fire together.
     this.every(third, () => this.reap(), 0.25);
     this.every(this.options.pollMs ?? 1000, () => this.applyInbox());
+    this.every(3_600_000, async () => {
+      const gone = await this.cluster.purge();
+      if (gone.events + gone.instances > 0) this.logger.info(gone, 'forgot answered events and instances gone for a day');
+    });
   }
 
   /** Takes this instance out: no more renewals, claims or inbox work. */

@@ -135,6 +135,8 @@ export interface ClusterStore {
   notifyChanges(instanceId: string, changes: ReadonlyArray<{ order_id: string; seq: number }>): Promise<void>;
   /** The committed changes at these (order, seq) pairs. */
   changesAt(pairs: ReadonlyArray<{ order_id: string; seq: number }>): Promise<OrderChangeRecord[]>;
+  /** Forgets events answered and instances gone for more than a day; returns how many of each. */
+  purge(): Promise<{ events: number; instances: number }>;
   /** Listens on a connection of its own (reconnecting); the handler gets each notification's channel and payload. */
   listen(onNotify: (channel: 'inbox' | 'changes' | 'handover', payload: string) => void): Promise<{ close(): Promise<void> }>;
 }

@@ -65,6 +65,9 @@ export function createPostgresCluster(pool: Pool, options: { url: string; logger
       const rows = await run<{ order_id: string; seq: number; view: string }>(pool, plans.changesAt, [pairs.map((p) => p.order_id), pairs.map((p) => p.seq)]);
       return rows.map((r) => ({ order_id: r.order_id, seq: r.seq, at: '', view: JSON.parse(r.view) as OrderView }));
     },
+    async purge() {
+      return (await run<{ events: number; instances: number }>(pool, plans.purgeCluster, []))[0]!;
+    },
     async listen(onNotify) {
       let client: pg.Client | null = null;
       let closed = false;

@@ -536,6 +536,14 @@ const settleEvent = plan(
 );
 const getEvent = plan('inbox_get', 'SELECT applied_at IS NOT NULL AS applied, result_status, result_body FROM order_inbox WHERE id = $1');
 
+/** Housekeeping: events answered, and instances whose lease ended, more than a day ago. */
+const purgeCluster = plan(
+  'cluster_purge',
+  `WITH events AS (DELETE FROM order_inbox WHERE applied_at < now() - interval '1 day' RETURNING 1),
+   gone AS (DELETE FROM instances WHERE lease_until < now() - interval '1 day' RETURNING 1)
+   SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM gone) AS instances`,
+);
+
 const notifyChanges = plan('changes_notify', `SELECT pg_notify('ordersaga_changes', $1)`);
 /** The committed changes named by (order id, seq) pairs. */
 const changesAt = plan(
@@ -559,6 +567,7 @@ export const plans = {
   getEvent,
   notifyChanges,
   changesAt,
+  purgeCluster,
   migrationLock,
   createMigrationsTable,
   appliedMigrations,
