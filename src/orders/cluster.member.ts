@@ -171,6 +171,7 @@ export class ClusterMember implements RemoteOrders {
           .catch((err: unknown) => this.logger.warn({ err }, 'cluster loop failed; trying again'))
           .finally(schedule);
       }, delay);
+      t.unref(); // the server keeps the process alive, not these loops
       this.timers.push(t);
     };
     schedule();
