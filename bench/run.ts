@@ -528,7 +528,7 @@ async function scenarioMode(): Promise<number> {
         const l = r.kinds[s.primaryKind]!.latency_ms;
         log(
           `${r.completed_per_s.toFixed(1)} orders/s, p50 ${l.p50} / p95 ${l.p95} / p99 ${l.p99} ms, errors ${r.errors.total}, ` +
-            `CPU ${r.server.cpu_pct}% (main thread ${r.server.main_thread_cpu_pct}%${r.server.main_thread ? `, sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
+            `CPU ${r.server.cpu_pct}% (main thread ${r.server.main_thread_cpu_pct}%${r.server.main_thread && argv.store === 'sqlite' ? `, sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
         );
         if (!r.ok) log(`  ✗ ${r.failure}`);
         if (r.kept_dir) log(`  kept ${r.kept_dir}`);
