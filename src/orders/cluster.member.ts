@@ -75,6 +75,8 @@ export class ClusterMember implements RemoteOrders {
     this.renewedAt = sent;
     this.others = await this.cluster.othersLive(this.me);
     this.listener = await this.cluster.listen((channel, payload) => this.onNotify(channel, payload));
+    // So that the others start telling this one about their changes now, not at their next reaper round.
+    await this.cluster.announce(this.me);
     this.unsubscribe = this.engine.subscribe((changes, info) => {
       if (!info.remote && this.others > 0) this.announce(changes);
     });

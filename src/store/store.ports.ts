@@ -122,6 +122,8 @@ export interface ClusterStore {
   handOver(instanceId: string): Promise<void>;
   /** Claims up to `limit` unfinished orders whose owner holds no live lease, bumping each epoch. Nothing if `instanceId`'s own lease has run out. */
   claimOrphaned(instanceId: string, limit: number): Promise<ClaimedOrder[]>;
+  /** Wakes the other instances (they count the live instances again and claim what is orphaned). */
+  announce(instanceId: string): Promise<void>;
   /** How many other instances hold a live lease. */
   othersLive(instanceId: string): Promise<number>;
   /** Stores an event for the order's owner, then wakes it; returns the event's id. */

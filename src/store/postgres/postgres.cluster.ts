@@ -30,6 +30,9 @@ export function createPostgresCluster(pool: Pool, options: { url: string; logger
       const rows = await run<Omit<ClaimedOrder, 'view'> & { view: string }>(pool, plans.claimOrphaned, [instanceId, limit]);
       return rows.sort((a, b) => (a.order_id < b.order_id ? -1 : 1)).map((r) => ({ ...r, view: JSON.parse(r.view) as OrderView }));
     },
+    async announce(instanceId) {
+      await run(pool, plans.announce, [instanceId]);
+    },
     async othersLive(instanceId) {
       return (await run<{ n: number }>(pool, plans.othersLive, [instanceId]))[0]!.n;
     },

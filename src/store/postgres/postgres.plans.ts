@@ -508,6 +508,8 @@ const handOver = plan(
   `WITH stopped AS (UPDATE instances SET stopping = true, lease_until = now() WHERE instance_id = $1 RETURNING instance_id)
    SELECT pg_notify('ordersaga_handover', instance_id) FROM stopped`,
 );
+/** A new instance says it is there (on the handover channel: the others run a reaper round, which also counts instances). */
+const announce = plan('instances_announce', `SELECT pg_notify('ordersaga_handover', $1)`);
 const othersLive = plan(
   'instances_others_live',
   `SELECT count(*) AS n FROM instances WHERE instance_id <> $1 AND lease_until > now() AND NOT stopping`,
@@ -560,6 +562,7 @@ export const plans = {
   renewLease,
   handOver,
   othersLive,
+  announce,
   orderOwner,
   postEvent,
   pendingEvents,
