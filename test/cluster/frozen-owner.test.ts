@@ -3,13 +3,15 @@ import { mintToken } from '../../src/auth/tokens.js';
 import type { CommittedReader } from '../support/ledger.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { orderBody, TEST_SECRET } from '../support/service.js';
-import { expectLedgerAddsUp, reader, startInstances, untilFinal, type Instance } from './support.js';
+import { expectLedgerAddsUp, kill, reader, startInstances, untilFinal, type Instance } from './support.js';
 
 /*
  * A frozen owner (SIGSTOP: a long GC pause, a VM stall, a laptop lid) is the case fencing is
  * for: it does not know it was frozen, and when it wakes its timers fire and its steps go on
  * as if nothing happened. The other instance takes its orders over once the lease has
  * passed; the woken one must write nothing for them, and each must finish exactly once.
+ * Then the same pair, with the owner killed: a cancel sent meanwhile waits in the inbox for
+ * the orders' next owner.
  */
 const LEASE_MS = 2500;
 let db: TestDatabase;
@@ -89,4 +91,26 @@ describe('an owner frozen past its lease', () => {
     const later = await a.api('POST', '/api/v1/pipeline/orders', orderBody({ items: [{ sku: 'SKU-F', quantity: 1 }] }));
     expect(later.status).toBe(201);
   }, 120_000);
+
+  it('keeps a cancel sent while the owner is dead, and its next owner applies it and answers', async () => {
+    const [a, b] = nodes as [Instance, Instance];
+    const ids = await Promise.all(
+      Array.from({ length: 3 }, async () => (await a.api('POST', '/api/v1/pipeline/orders/async', orderBody({ items: [{ sku: 'SKU-F', quantity: 1 }], token: 'tok_slow' }))).body.order_id as string),
+    );
+    for (let i = 0; ; i++) {
+      const paying = await store.get<{ n: number }>(`SELECT COUNT(*) AS n FROM order_snapshots WHERE order_id = ANY(?) AND owner = 'frozen-a' AND state = 'paying'`, ids);
+      if (paying!.n === ids.length) break;
+      expect(i, 'orders never all reached paying').toBeLessThan(400);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await kill(a);
+    // Sent to the survivor while the orders' owner is dead and its lease still runs: stored, applied after the takeover.
+    const answers = await Promise.all(ids.map((id) => b.api('POST', `/api/v1/pipeline/orders/${id}/cancel`)));
+    for (const res of answers) expect(res.status, JSON.stringify(res.body)).toBe(202);
+    const finals = await untilFinal(b.api, ids, 30_000);
+    for (const id of ids) expect(finals.get(id).status, id).toBe('cancelled');
+    const inbox = await store.all(`SELECT order_id, result_status FROM order_inbox WHERE order_id = ANY(?)`, ids);
+    expect(inbox.map((e) => e.result_status)).toEqual([202, 202, 202]);
+    await expectLedgerAddsUp(store, finals);
+  }, 60_000);
 });
