@@ -77,9 +77,12 @@ export class ClusterMember implements RemoteOrders {
     this.listener = await this.cluster.listen((channel, payload) => this.onNotify(channel, payload));
     // So that the others start telling this one about their changes now, not at their next reaper round.
     await this.cluster.announce(this.me);
-    this.unsubscribe = this.engine.subscribe((changes, info) => {
-      if (!info.remote && this.others > 0) this.announce(changes);
-    });
+    this.unsubscribe = this.engine.subscribe(
+      (changes, info) => {
+        if (!info.remote && this.others > 0) this.announce(changes);
+      },
+      { internal: true },
+    );
     const third = Math.max(50, Math.floor(this.options.leaseMs / 3));
     this.every(third, async () => void (await this.renew()));
     // Reapers of several instances spread out rather than fire together.

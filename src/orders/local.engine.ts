@@ -41,6 +41,13 @@ export interface RemoteOrders {
 }
 
 type OrderActor = Actor<OrderMachine>;
+
+/** A `waitUntilSettled` caller: told the settled view, or that the order left this engine. */
+interface Waiter {
+  settled(view: OrderView): void;
+  /** Dropped here (taken over, or the lease lost): wait on wherever it runs now, for the time left. */
+  moved(): void;
+}
 type OrderSnapshot = SnapshotFrom<OrderMachine>;
 
 /** An order this engine runs. */
@@ -70,7 +77,7 @@ interface LiveOrder {
 export class LocalOrderEngine implements OrderEngine {
   private readonly live = new Map<string, LiveOrder>();
   private readonly listeners = new Set<OrderChangeListener>();
-  private readonly waiters = new Map<string, Set<(view: OrderView) => void>>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly owner: string;
   private draining = false;
   /** Orders with a state waiting for the next commit. */
@@ -83,8 +90,8 @@ export class LocalOrderEngine implements OrderEngine {
   /** Each live actor's system, for the steps to find their fence by (see `fenceOf`). */
   private readonly bySystem = new WeakMap<object, LiveOrder>();
   private remote: RemoteOrders | undefined;
-  /** The engine's own listener (waking waiters), not counted as a subscriber. */
-  private readonly internalListener: OrderChangeListener;
+  /** The engine's own listeners (waking waiters, telling other instances), not counted as subscribers. */
+  private readonly internalListeners = new Set<OrderChangeListener>();
 
   constructor(private readonly options: LocalEngineOptions) {
     this.owner = options.owner ?? newId('own');
@@ -98,8 +105,7 @@ export class LocalOrderEngine implements OrderEngine {
         },
       };
     }
-    this.internalListener = (changes) => this.wakeWaiters(changes);
-    this.listeners.add(this.internalListener);
+    this.subscribe((changes) => this.wakeWaiters(changes), { internal: true });
   }
 
   /** This engine's owner id, as stored with every order it runs. */
@@ -116,9 +122,9 @@ export class LocalOrderEngine implements OrderEngine {
     return this.live.has(orderId);
   }
 
-  /** Whether anyone besides the engine itself listens to changes (then other instances' changes are worth fetching). */
+  /** Whether anyone besides the engine's own machinery listens to changes (then other instances' changes are worth fetching). */
   get hasSubscribers(): boolean {
-    return this.listeners.size > 1;
+    return this.listeners.size > this.internalListeners.size;
   }
 
   /**
@@ -161,6 +167,7 @@ export class LocalOrderEngine implements OrderEngine {
       this.forget(entry);
     }
     this.live.clear();
+    for (const orderId of [...this.waiters.keys()]) this.movedAway(orderId);
     return n;
   }
 
@@ -228,18 +235,39 @@ export class LocalOrderEngine implements OrderEngine {
     if (entry.pending) await this.next;
     if (entry.committed && isSettled(entry.committed.status)) return { settled: true, view: entry.committed };
     return new Promise((resolve) => {
-      const waiters = this.waiters.get(orderId) ?? new Set();
+      const deadline = performance.now() + timeoutMs;
+      const waiters = this.waiters.get(orderId) ?? new Set<Waiter>();
       this.waiters.set(orderId, waiters);
-      const onSettled = (view: OrderView) => {
+      const leave = () => {
         clearTimeout(timer);
-        resolve({ settled: isSettled(view.status), view });
+        waiters.delete(waiter);
+        if (waiters.size === 0 && this.waiters.get(orderId) === waiters) this.waiters.delete(orderId);
+      };
+      const fromStore = () =>
+        this.get(orderId).then(
+          (view) => resolve({ settled: isSettled(view!.status), view: view! }),
+          () => resolve({ settled: false, view: entry.committed! }),
+        );
+      const waiter: Waiter = {
+        settled: (view) => {
+          leave();
+          resolve({ settled: isSettled(view.status), view });
+        },
+        moved: () => {
+          leave();
+          const left = deadline - performance.now();
+          if (this.remote && left > 0) {
+            this.remote.waitUntilSettled(orderId, left).then(resolve, () => void fromStore());
+          } else {
+            void fromStore();
+          }
+        },
       };
       const timer = setTimeout(() => {
-        waiters.delete(onSettled);
-        if (waiters.size === 0) this.waiters.delete(orderId);
-        void this.get(orderId).then((view) => resolve({ settled: false, view: view! }));
+        leave();
+        void fromStore();
       }, timeoutMs);
-      waiters.add(onSettled);
+      waiters.add(waiter);
     });
   }
 
@@ -272,9 +300,14 @@ export class LocalOrderEngine implements OrderEngine {
     return this.committedView(entry);
   }
 
-  subscribe(listener: OrderChangeListener): () => void {
+  /** `internal`: part of the engine's machinery (see `hasSubscribers`). */
+  subscribe(listener: OrderChangeListener, options: { internal?: boolean } = {}): () => void {
     this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    if (options.internal) this.internalListeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+      this.internalListeners.delete(listener);
+    };
   }
 
   async resumeUnfinished(): Promise<number> {
@@ -457,10 +490,15 @@ export class LocalOrderEngine implements OrderEngine {
     this.forget(entry);
     if (this.live.get(entry.order_id) === entry) this.live.delete(entry.order_id);
     this.options.logger.warn({ order_id: entry.order_id, epoch: entry.epoch, code: 'stale_epoch' }, 'order taken over by another owner; dropped here');
-    const waiters = this.waiters.get(entry.order_id);
+    this.movedAway(entry.order_id);
+  }
+
+  /** Waiters of an order this engine no longer runs follow it to its new owner (or read the store). */
+  private movedAway(orderId: string): void {
+    const waiters = this.waiters.get(orderId);
     if (!waiters) return;
-    this.waiters.delete(entry.order_id);
-    void this.options.states.getView(entry.order_id).then((view) => view && waiters.forEach((resolve) => resolve(view)));
+    this.waiters.delete(orderId);
+    for (const waiter of [...waiters]) waiter.moved();
   }
 
   private wakeWaiters(changes: readonly OrderChange[]): void {
@@ -469,7 +507,7 @@ export class LocalOrderEngine implements OrderEngine {
       const waiters = this.waiters.get(order_id);
       if (!waiters) continue;
       this.waiters.delete(order_id);
-      for (const resolve of waiters) resolve(view);
+      for (const waiter of [...waiters]) waiter.settled(view);
     }
   }
 

@@ -22,7 +22,7 @@ beforeAll(async () => {
   db = await createTestDatabase('frozen');
   store = reader(db.url);
   const token = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
-  nodes = await startInstances(db.url, ['frozen-a', 'frozen-b'], token, { LEASE_MS: String(LEASE_MS), PAYMENT_SLOW_MS: '3000', ORDER_TIMEOUT_MS: '120000' });
+  nodes = await startInstances(db.url, ['frozen-a', 'frozen-b'], token, { LEASE_MS: String(LEASE_MS), PAYMENT_SLOW_MS: '3000', ORDER_TIMEOUT_MS: '120000', SYNC_WAIT_MS: '30000' });
 }, 90_000);
 
 afterAll(async () => {
@@ -47,13 +47,17 @@ describe('an owner frozen past its lease', () => {
         return res.body.order_id as string;
       }),
     );
+    // And three synchronous creates, whose answers frozen-a owes while their orders move to frozen-b.
+    const syncAnswers = Promise.all(
+      Array.from({ length: 3 }, () => a.api('POST', '/api/v1/pipeline/orders', orderBody({ items: [{ sku: 'SKU-F', quantity: 1 }], token: 'tok_slow', user_id: 'sync-waiter' }))),
+    );
     // Every one of them waiting for its slow payment on frozen-a.
     for (let i = 0; ; i++) {
       const paying = await store.get<{ n: number }>(
-        `SELECT COUNT(*) AS n FROM order_snapshots WHERE order_id = ANY(?) AND owner = 'frozen-a' AND state = 'paying'`,
+        `SELECT COUNT(*) AS n FROM order_snapshots WHERE (order_id = ANY(?) OR user_id = 'sync-waiter') AND owner = 'frozen-a' AND state = 'paying'`,
         ids,
       );
-      if (paying!.n === ids.length) break;
+      if (paying!.n === ids.length + 3) break;
       expect(i, 'orders never all reached paying').toBeLessThan(400);
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -73,6 +77,8 @@ describe('an owner frozen past its lease', () => {
 
     const finals = await untilFinal(b.api, ids, 30_000);
     for (const id of ids) expect(finals.get(id).status, id).toBe('completed');
+    // The waiting creates are answered by frozen-a as one instance would: 201 once completed, wherever it ran.
+    for (const res of await syncAnswers) expect({ status: res.status, order: res.body.status }).toEqual({ status: 201, order: 'completed' });
     // Give the woken instance time to do whatever it would.
     await new Promise((r) => setTimeout(r, LEASE_MS));
     const woken = a.server.output().slice(mark);
@@ -83,7 +89,7 @@ describe('an owner frozen past its lease', () => {
     const charges = await store.all(`SELECT order_id, status FROM payment_charges WHERE order_id = ANY(?)`, ids);
     expect(charges).toHaveLength(ids.length);
     expect(new Set(charges.map((c) => c.status))).toEqual(new Set(['captured']));
-    const owners = await store.all(`SELECT DISTINCT owner FROM order_snapshots WHERE order_id = ANY(?)`, ids);
+    const owners = await store.all(`SELECT DISTINCT owner FROM order_snapshots WHERE order_id = ANY(?) OR user_id = 'sync-waiter'`, ids);
     expect(owners).toEqual([{ owner: 'frozen-b' }]);
     await expectLedgerAddsUp(store, finals);
 
