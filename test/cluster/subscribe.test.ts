@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OrderChange } from '../../src/orders/order.engine.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { admin, createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { orderBody, startTestService, type TestService } from '../support/service.js';
 
 /*
@@ -55,5 +55,29 @@ describe('subscribers on one instance, orders on another', () => {
     const { settled, view } = await first.engine.waitUntilSettled(order_id, 10_000);
     expect(settled).toBe(true);
     expect(view.status).toBe('completed');
+  });
+
+  it('listen again after the server cuts the LISTEN connections, and go on telling subscribers', async () => {
+    const cut = await admin(
+      (c) => c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'ordersaga-listen'`, [db.name]),
+    );
+    expect(cut.rowCount).toBe(2);
+    // Reconnected within about a second (until then, waits and the inbox are polled).
+    for (let i = 0; i < 100; i++) {
+      const back = await admin((c) => c.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'ordersaga-listen'`, [db.name]));
+      if (back.rows[0].n === 2) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const seen: OrderChange[] = [];
+    const off = first.engine.subscribe((changes, info) => info.remote && seen.push(...changes));
+    try {
+      const token = await second.token('carol');
+      const res = await second.call('POST', '/api/v1/pipeline/orders', { token, body: orderBody({ items: [{ sku: 'SKU-S', quantity: 1 }] }) });
+      const { order_id } = await res.json();
+      for (let i = 0; i < 100 && !seen.some((c) => c.order_id === order_id && c.view.status === 'completed'); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(seen.filter((c) => c.order_id === order_id).at(-1)?.view.status).toBe('completed');
+    } finally {
+      off();
+    }
   });
 });

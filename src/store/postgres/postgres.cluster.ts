@@ -77,12 +77,19 @@ export function createPostgresCluster(pool: Pool, options: { url: string; logger
       let retry: NodeJS.Timeout | undefined;
       const connect = async (): Promise<void> => {
         const c = new pg.Client({ connectionString: options.url, application_name: 'ordersaga-listen', keepAlive: true });
-        c.on('error', (err) => {
-          options.logger.warn({ err }, 'the LISTEN connection failed; reconnecting (polling covers the gap)');
-          c.end().catch(() => undefined);
+        let lost = false;
+        const reconnect = (err?: Error) => {
+          if (lost) return;
+          lost = true;
           if (client === c) client = null;
-          if (!closed) retry = setTimeout(() => void connect().catch(() => undefined), 1000);
-        });
+          if (closed) return;
+          options.logger.warn({ err }, 'the LISTEN connection was lost; reconnecting (polling covers the gap)');
+          c.end().catch(() => undefined);
+          retry = setTimeout(() => void connect().catch(() => undefined), 1000);
+        };
+        c.on('error', reconnect);
+        // A connection the server closed without an error (a restart, a terminated backend).
+        c.on('end', () => reconnect());
         c.on('notification', (n) => {
           const channel = CHANNELS[n.channel as keyof typeof CHANNELS];
           if (channel) onNotify(channel, n.payload ?? '');
@@ -93,8 +100,7 @@ export function createPostgresCluster(pool: Pool, options: { url: string; logger
           client = c;
           if (closed) await c.end();
         } catch (err) {
-          c.end().catch(() => undefined);
-          if (!closed) retry = setTimeout(() => void connect().catch(() => undefined), 1000);
+          reconnect(err as Error);
           throw err;
         }
       };
