@@ -27,7 +27,7 @@ const BOTH_STORES = [
   'test/durability/worker-crash.test.ts',
   'test/property/order-service.property.test.ts',
 ];
-const POSTGRES_ONLY = ['test/store/postgres*.test.ts', 'test/http/rate-limit.postgres.test.ts'];
+const POSTGRES_ONLY = ['test/store/postgres*.test.ts', 'test/http/rate-limit.postgres.test.ts', 'test/cluster/*.test.ts'];
 
 export default defineConfig(async () => {
   const withPostgres = await postgresAvailable();

@@ -101,6 +101,46 @@ export function runLoad(o: LoadOptions): Promise<LoadResult> {
   });
 }
 
+/**
+ * The same load spread over several instances: the connections divided between the URLs
+ * (as a load balancer with keep-alive pins each connection to one instance), one
+ * autocannon per URL running at the same time, and the results merged.
+ */
+export async function runLoadSpread(o: LoadOptions, urls: readonly string[]): Promise<LoadResult> {
+  if (urls.length <= 1) return runLoad({ ...o, url: urls[0] ?? o.url });
+  const share = (i: number) => Math.floor(o.connections / urls.length) + (i < o.connections % urls.length ? 1 : 0);
+  const parts = await Promise.all(
+    urls.map((url, i) =>
+      runLoad({ ...o, url, connections: Math.max(1, share(i)), ...(o.overallRate ? { overallRate: o.overallRate / urls.length } : {}) }),
+    ),
+  );
+  const kinds: Record<string, KindStats> = {};
+  for (const part of parts) {
+    for (const [kind, k] of Object.entries(part.kinds)) {
+      const into = (kinds[kind] ??= { count: 0, statuses: {}, latencies: [] });
+      into.count += k.count;
+      for (const [status, n] of Object.entries(k.statuses)) into.statuses[status] = (into.statuses[status] ?? 0) + n;
+      for (const l of k.latencies) into.latencies.push(l);
+    }
+  }
+  const start = new Date(Math.min(...parts.map((p) => p.start.getTime())));
+  const finish = new Date(Math.max(...parts.map((p) => p.finish.getTime())));
+  const sum = (f: (p: LoadResult) => number) => parts.reduce((n, p) => n + f(p), 0);
+  return {
+    start,
+    finish,
+    durationSec: (finish.getTime() - start.getTime()) / 1000,
+    kinds,
+    errors: sum((p) => p.errors),
+    timeouts: sum((p) => p.timeouts),
+    resets: sum((p) => p.resets),
+    totalResponses: sum((p) => p.totalResponses),
+    // process.cpuUsage is per process: each part measured the whole bench process.
+    loadgenCpuPct: Math.max(...parts.map((p) => p.loadgenCpuPct)),
+    raw: parts[0]!.raw,
+  };
+}
+
 // --- statistics ---------------------------------------------------------------------------
 
 export function percentile(sorted: readonly number[], p: number): number {

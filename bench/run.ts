@@ -7,6 +7,8 @@
  *   npm run bench -- --only sync-c50 --profile     + node --cpu-prof of the server
  *   npm run bench -- --soak 300 [--rate 1000]      hold a rate, watch the server's RSS
  *   npm run bench -- --list                        scenario names
+ *   npm run bench -- --store postgres --instances 3 --only sync-c50
+ *                                                  N instances on one PostgreSQL database
  *
  * The service is built once (`npm run build`). Each scenario run then starts
  * `node dist/main.js` on a fresh temporary SQLite file, creates its catalog through the API
@@ -14,18 +16,26 @@
  * pre-minted tokens), samples the server's CPU/RSS from /proc, waits until no order is
  * `processing` and checks the stock and money invariants on the database (a violation
  * exits non-zero). Results go to bench/results/<timestamp>.json and a table on stdout.
+ *
+ * With `--store postgres` each run gets a database of its own on BENCH_DATABASE_URL
+ * (default postgres://postgres@127.0.0.1:5432/postgres), dropped afterwards; with
+ * `--instances N` it starts N servers on it (same JWT secret, INSTANCE_ID bench-1…N) and
+ * divides the connections between them. Server CPU is summed over the instances; memory
+ * and main-thread states are the first instance's.
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { mintToken } from '../src/auth/tokens.js';
-import { median, runLoad, summarise, type LatencySummary, type LoadResult } from './load.js';
+import { median, runLoad, runLoadSpread, summarise, type LatencySummary, type LoadResult } from './load.js';
 import { formatSummary, profileFiles, summariseProfile, type ProfileSummary } from './profile-summary.js';
 import { PLENTY_SKUS, SCARCE_SKUS, SCARCE_STOCK, SCENARIOS, SOAK, type CatalogKind, type Scenario, type ScenarioContext } from './scenarios.js';
 import { buildService, cpuPercent, keepTemporaryDirectories, machinePercent, MainThreadSampler, markCpu, markMachine, memoryMb, round1, ROOT, RssSampler, startServer, type MainThreadStates, type ServerHandle } from './server.js';
-import { completedBetween, verifyInvariants, type VerifyResult } from './verify.js';
+import { completedBetween, verifyInvariants, type StoreTarget, type VerifyResult } from './verify.js';
 
 const USERS = 100;
 const RESULTS_DIR = join(ROOT, 'bench', 'results');
@@ -49,6 +59,8 @@ const parseOptions = {
     keep: { type: 'boolean', default: false },
     'no-thread-states': { type: 'boolean', default: false },
     list: { type: 'boolean', default: false },
+    store: { type: 'string', default: 'sqlite' },
+    instances: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -63,12 +75,62 @@ function parseArgv() {
   }
 }
 const argv = parseArgv();
+if (argv.store !== 'sqlite' && argv.store !== 'postgres') {
+  process.stderr.write(`bench: --store must be sqlite or postgres (got ${argv.store})\n`);
+  process.exit(2);
+}
+const INSTANCES = Number(argv.instances);
+if (!Number.isInteger(INSTANCES) || INSTANCES < 1 || (INSTANCES > 1 && argv.store !== 'postgres')) {
+  process.stderr.write('bench: --instances must be a whole number ≥ 1, and more than one needs --store postgres\n');
+  process.exit(2);
+}
+const BENCH_DATABASE_URL = process.env.BENCH_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** A PostgreSQL database of its own for one run, dropped afterwards. */
+async function benchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `ordersaga_bench_${process.pid}_${Date.now()}`;
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: BENCH_DATABASE_URL });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin(`CREATE DATABASE ${name}`);
+  const url = new URL(BENCH_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+/** The servers of one run: one on SQLite, or N instances on one fresh PostgreSQL database. */
+async function startServers(opts: { cpuProfDir?: string }): Promise<{ servers: ServerHandle[]; target: StoreTarget; drop(): Promise<void> }> {
+  if (argv.store === 'sqlite') {
+    const server = await startServer(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {});
+    return { servers: [server], target: server.dbPath, drop: async () => undefined };
+  }
+  const db = await benchDatabase();
+  const secret = randomBytes(48).toString('base64url');
+  try {
+    const servers: ServerHandle[] = [];
+    for (let i = 1; i <= INSTANCES; i++) {
+      // One after another: the first applies the migrations, the others find them done.
+      servers.push(await startServer({ ...(i === 1 && opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}), env: { DATABASE_URL: db.url, JWT_SECRET: secret, INSTANCE_ID: `bench-${i}` } }));
+    }
+    return { servers, target: { url: db.url }, drop: db.drop };
+  } catch (err) {
+    await db.drop().catch(() => undefined);
+    throw err;
+  }
+}
 
 function usage(code: number): never {
   const text = readFileSync(new URL(import.meta.url), 'utf8').match(/\/\*\*([\s\S]*?)\*\//)![1]!.replace(/^ \* ?/gm, '');
   process.stdout.write(`${text.trim()}\n\nOptions: --duration S (5)  --warmup S (1)  --runs K (1)  --only a,b  --profile  --profile-scenario NAME
          --soak S  --rate R (1000)  --connections C  --rss-limit MB (300)  --no-build  --keep (keep temp DBs)
-         --no-thread-states (skip sampling the server main thread's state)  --list\n`);
+         --no-thread-states (skip sampling the server main thread's state)  --list
+         --store sqlite|postgres (sqlite)  --instances N (1; more than one needs --store postgres)\n`);
   process.exit(code);
 }
 
@@ -157,6 +219,8 @@ interface KindReport {
 
 interface RunResult {
   scenario: string;
+  store: 'sqlite' | 'postgres';
+  instances: number;
   run: number;
   ok: boolean;
   failure?: string;
@@ -219,14 +283,17 @@ function classify(s: Scenario, load: LoadResult) {
 }
 
 async function runScenario(s: Scenario, run: number, opts: { duration: number; warmup: number; profileDir?: string; keep: boolean }): Promise<RunResult> {
-  const server = await startServer(opts.profileDir ? { cpuProfDir: opts.profileDir } : {});
+  const { servers, target, drop } = await startServers(opts.profileDir ? { cpuProfDir: opts.profileDir } : {});
+  const server = servers[0]!;
   let exit = 'stopped';
   try {
     const { admin, users } = await mintTokens(server.jwtSecret);
     const skus = await setupCatalog(server.url, admin, s.catalog, opts.duration + opts.warmup);
     const ctx: ScenarioContext = { tokens: users, skus, bodyStatuses: {} };
+    const urls = servers.map((x) => x.url);
     const load = (durationSec: number) =>
-      runLoad({ url: server.url, connections: s.connections, durationSec, requests: s.requests(ctx), timeoutSec: 30 });
+      runLoadSpread({ url: server.url, connections: s.connections, durationSec, requests: s.requests(ctx), timeoutSec: 30 }, urls);
+    const markAll = () => servers.map((x) => (x.isRunning() ? markCpu(x.pid) : null));
 
     if (opts.warmup > 0) await load(opts.warmup);
     if (s.catalog === 'scarce') await restock(server.url, admin, skus);
@@ -235,17 +302,21 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
     const sampler = new RssSampler(server.pid, 250).start();
     const threadStates = argv['no-thread-states'] ? null : new MainThreadSampler(server.pid).start();
     const cpuA = markCpu(server.pid);
+    const allA = markAll();
     const machineA = markMachine();
     const result = await load(opts.duration);
     const cpuB = server.isRunning() ? markCpu(server.pid) : cpuA;
+    const allB = markAll();
     const machineCpu = machinePercent(machineA, markMachine(), os.cpus().length);
     const mainThread = threadStates?.stop() ?? null;
     sampler.stop();
-    if (!server.isRunning()) throw new Error(`the server died during the run:\n${server.output()}`);
+    for (const x of servers) if (!x.isRunning()) throw new Error(`a server died during the run:\n${x.output()}`);
+    // CPU of every instance together (one instance: the same as cpuA→cpuB).
+    const serversCpuPct = allA.reduce((n, a, i) => n + (a && allB[i] ? cpuPercent(a, allB[i]!) : 0), 0);
 
-    const verify = await verifyInvariants(server.dbPath);
+    const verify = await verifyInvariants(target);
     const mem = memoryMb(server.pid);
-    const completed = completedBetween(server.dbPath, result.start, result.finish);
+    const completed = await completedBetween(target, result.start, result.finish);
     const { errors, expectedFailures } = classify(s, result);
     const creates = result.kinds[s.primaryKind]?.count ?? 0;
     const out: RunResult = {
@@ -263,11 +334,13 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
       expected_failures: expectedFailures,
       errors,
       ...(Object.keys(ctx.bodyStatuses).length ? { status_poll_bodies: { ...ctx.bodyStatuses } } : {}),
+      store: argv.store as RunResult['store'],
+      instances: servers.length,
       server: {
-        cpu_pct: r1(cpuPercent(cpuA, cpuB)),
+        cpu_pct: r1(serversCpuPct),
         main_thread_cpu_pct: r1(cpuPercent(cpuA, cpuB, 'mainMs')),
         main_thread: mainThread,
-        cpu_ms_per_create: r2((cpuB.cpuMs - cpuA.cpuMs) / Math.max(1, creates)),
+        cpu_ms_per_create: r2(allA.reduce((n, a, i) => n + (a && allB[i] ? allB[i]!.cpuMs - a.cpuMs : 0), 0) / Math.max(1, creates)),
         peak_rss_mb: r1(mem.hwm),
         rss_max_sampled_mb: sampler.maxMb,
         rss_end_mb: r1(mem.rss),
@@ -275,9 +348,10 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
       },
       loadgen_cpu_pct: r1(result.loadgenCpuPct),
       ...(opts.keep ? { kept_dir: server.dir } : {}),
-      machine_cpu: { ...machineCpu, others_pct: r1(Math.max(0, machineCpu.busy_pct - cpuPercent(cpuA, cpuB) - result.loadgenCpuPct)) },
+      machine_cpu: { ...machineCpu, others_pct: r1(Math.max(0, machineCpu.busy_pct - serversCpuPct - result.loadgenCpuPct)) },
       verify,
     };
+    for (const x of servers.slice(1)) await x.stop();
     const how = await server.stop();
     out.server.exit = exit = how.killed ? 'SIGKILL after grace' : `code ${how.code}${how.signal ? ` signal ${how.signal}` : ''}`;
     if (how.code !== 0 || how.killed) {
@@ -287,12 +361,15 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
     return out;
   } catch (err) {
     const output = server.output();
-    await server.stop(5_000);
+    for (const x of servers) await x.stop(5_000);
     const kept = opts.keep ? `\n(database kept in ${server.dir})` : '';
     throw new Error(`${s.name} run ${run}: ${(err as Error).message}${output && !(err as Error).message.includes(output) ? `\nserver output:\n${output.slice(-4000)}` : ''}${kept}`);
   } finally {
-    if (server.isRunning()) await server.stop(5_000);
-    if (!opts.keep) server.cleanup();
+    for (const x of servers) {
+      if (x.isRunning()) await x.stop(5_000);
+      if (!opts.keep) x.cleanup();
+    }
+    if (!opts.keep) await drop().catch(() => undefined);
   }
 }
 
@@ -430,7 +507,7 @@ async function scenarioMode(): Promise<number> {
   const startedAt = new Date();
   const id = stamp();
   const machine = machineInfo();
-  log(`ordersaga bench: ${scenarios.length} scenario(s) × ${runs} run(s), ${warmup} s warm-up + ${duration} s each`);
+  log(`ordersaga bench: ${scenarios.length} scenario(s) × ${runs} run(s), ${warmup} s warm-up + ${duration} s each, on ${argv.store}${INSTANCES > 1 ? ` × ${INSTANCES} instances` : ""}`);
   log(`machine: ${machine.cpus} × ${machine.cpu_model}, ${machine.mem_total_gb} GB, node ${machine.node}, commit ${machine.git_commit?.slice(0, 10)}${machine.git_dirty ? ' (dirty)' : ''}`);
   if (!argv['no-build']) {
     log('building (npm run build)…');
@@ -451,7 +528,7 @@ async function scenarioMode(): Promise<number> {
         const l = r.kinds[s.primaryKind]!.latency_ms;
         log(
           `${r.completed_per_s.toFixed(1)} orders/s, p50 ${l.p50} / p95 ${l.p95} / p99 ${l.p99} ms, errors ${r.errors.total}, ` +
-            `CPU ${r.server.cpu_pct}% (main thread ${r.server.main_thread_cpu_pct}%${r.server.main_thread ? `, sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
+            `CPU ${r.server.cpu_pct}% (main thread ${r.server.main_thread_cpu_pct}%${r.server.main_thread && argv.store === 'sqlite' ? `, sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
         );
         if (!r.ok) log(`  ✗ ${r.failure}`);
         if (r.kept_dir) log(`  kept ${r.kept_dir}`);
@@ -526,6 +603,10 @@ async function scenarioMode(): Promise<number> {
 // --- soak mode ------------------------------------------------------------------------------
 
 async function soakMode(): Promise<number> {
+  if (argv.store !== 'sqlite') {
+    process.stderr.write('bench: --soak runs one instance on SQLite; --store postgres / --instances are for the scenarios\n');
+    return 2;
+  }
   const seconds = num('soak', argv.soak, 10);
   const rate = num('rate', argv.rate, 1);
   const connections = argv.connections ? num('connections', argv.connections, 1) : SOAK.connections;
@@ -569,7 +650,7 @@ async function soakMode(): Promise<number> {
     if (!server.isRunning()) throw new Error(`the server died during the soak:\n${server.output()}`);
     const mem = memoryMb(server.pid);
     const verify = await verifyInvariants(server.dbPath);
-    const completed = completedBetween(server.dbPath, load.start, load.finish);
+    const completed = await completedBetween(server.dbPath, load.start, load.finish);
 
     // RSS over time: ignore the warm-up, compare the first and the last window.
     const warmupS = Math.min(30, Math.round(seconds * 0.15));

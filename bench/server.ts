@@ -101,7 +101,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const dir = mkdtempSync(join(tmpdir(), 'ordersaga-bench-'));
   tempDirs.add(dir);
   const dbPath = join(dir, 'ordersaga.db');
-  const jwtSecret = randomBytes(48).toString('base64url');
+  // Instances of one service share their secret (passed in env); one alone gets its own.
+  const jwtSecret = options.env?.JWT_SECRET ?? randomBytes(48).toString('base64url');
   const port = await freePort();
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !SERVICE_VARS.includes(k)) env[k] = v;

@@ -1,8 +1,36 @@
 /**
- * Correctness after load: reads the server's SQLite file read-only and checks that stock
- * and money add up once every order is final.
+ * Correctness after load: reads the server's store (its SQLite file read-only, or the
+ * PostgreSQL database every instance shares) and checks that stock and money add up once
+ * every order is final. The queries are plain SQL both stores run; JSON is read here.
  */
 import Database from 'better-sqlite3';
+import pg from 'pg';
+
+/** Where the servers under test keep their data: a SQLite file or a PostgreSQL database. */
+export type StoreTarget = string | { url: string };
+
+interface Reader {
+  all<T>(sql: string, params?: unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+function open(target: StoreTarget): Reader {
+  if (typeof target === 'string') {
+    const db = new Database(target, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    return { all: async (sql, params = []) => db.prepare(sql).all(...params) as any[], close: async () => void db.close() };
+  }
+  const types = {
+    getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 || oid === 1700 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)),
+  } as unknown as pg.CustomTypesConfig;
+  const pool = new pg.Pool({ connectionString: target.url, max: 1, types });
+  pool.on('error', () => undefined);
+  const numbered = (sql: string) => {
+    let n = 0;
+    return sql.replace(/\?/g, () => `$${++n}`);
+  };
+  return { all: async (sql, params = []) => (await pool.query(numbered(sql), params)).rows, close: () => pool.end() };
+}
 
 export interface VerifyResult {
   ok: boolean;
@@ -18,30 +46,23 @@ export interface VerifyResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function open(dbPath: string): Database.Database {
-  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-  db.pragma('busy_timeout = 5000');
-  return db;
-}
-
 /** Polls `order_snapshots` until no order is `processing` twice in a row with the same row count. */
-export async function waitForFinal(dbPath: string, timeoutMs = 90_000): Promise<{ settled: boolean; ms: number; processing: number }> {
+export async function waitForFinal(target: StoreTarget, timeoutMs = 90_000): Promise<{ settled: boolean; ms: number; processing: number }> {
   const started = Date.now();
-  const db = open(dbPath);
+  const db = open(target);
   try {
-    const q = db.prepare<[], { total: number; processing: number }>(
-      `SELECT COUNT(*) AS total, COALESCE(SUM(status = 'processing'), 0) AS processing FROM order_snapshots`,
-    );
     let last = -1;
     for (;;) {
-      const { total, processing } = q.get()!;
+      const [{ total, processing }] = await db.all<{ total: number; processing: number }>(
+        `SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN status = 'processing' THEN 1 ELSE 0 END), 0) AS processing FROM order_snapshots`,
+      ) as [{ total: number; processing: number }];
       if (processing === 0 && total === last) return { settled: true, ms: Date.now() - started, processing };
       last = processing === 0 ? total : -1;
       if (Date.now() - started > timeoutMs) return { settled: false, ms: Date.now() - started, processing };
       await sleep(processing === 0 ? 150 : 100);
     }
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
@@ -52,36 +73,31 @@ export async function waitForFinal(dbPath: string, timeoutMs = 90_000): Promise<
  * - per order: captured − refunded = total_cents for completed orders, 0 for all others
  *   (and for charges of orders with no snapshot); no order parked in compensation_failed.
  */
-export async function verifyInvariants(dbPath: string, timeoutMs?: number): Promise<VerifyResult> {
-  const wait = await waitForFinal(dbPath, timeoutMs);
-  const db = open(dbPath);
+export async function verifyInvariants(target: StoreTarget, timeoutMs?: number): Promise<VerifyResult> {
+  const wait = await waitForFinal(target, timeoutMs);
+  const db = open(target);
   const violations: string[] = [];
   const violate = (msg: string) => violations.push(msg);
   try {
     if (!wait.settled) violate(`${wait.processing} orders still processing after ${wait.ms} ms`);
 
     const byStatus: Record<string, number> = {};
-    for (const row of db.prepare<[], { status: string; n: number }>('SELECT status, COUNT(*) AS n FROM order_snapshots GROUP BY status').all()) {
+    for (const row of await db.all<{ status: string; n: number }>('SELECT status, COUNT(*) AS n FROM order_snapshots GROUP BY status')) {
       byStatus[row.status] = row.n;
     }
+    // Each order's view (the API's JSON), read here rather than with either store's JSON functions.
+    const orders = (await db.all<{ order_id: string; status: string; view: string }>('SELECT order_id, status, view FROM order_snapshots')).map((o) => {
+      const order = (JSON.parse(o.view) as { order?: { total_cents: number; items: Array<{ sku: string; quantity: number }> } | null }).order ?? null;
+      return { order_id: o.order_id, status: o.status, total: order?.total_cents ?? null, items: order?.items ?? [] };
+    });
     if (byStatus.compensation_failed) violate(`${byStatus.compensation_failed} orders parked in compensation_failed`);
 
     // --- stock --------------------------------------------------------------------------
-    const products = db
-      .prepare<[], { sku: string; available: number; reserved: number; sold: number; added: number }>(
-        'SELECT sku, available, reserved, sold, added FROM products',
-      )
-      .all();
-    const soldByOrders = new Map(
-      db
-        .prepare<[], { sku: string; qty: number }>(
-          `SELECT j.value ->> 'sku' AS sku, SUM(j.value ->> 'quantity') AS qty
-             FROM order_snapshots s, json_each(s.snapshot, '$.context.order.items') j
-            WHERE s.status = 'completed' GROUP BY 1`,
-        )
-        .all()
-        .map((r) => [r.sku, r.qty]),
+    const products = await db.all<{ sku: string; available: number; reserved: number; sold: number; added: number }>(
+      'SELECT sku, available, reserved, sold, added FROM products',
     );
+    const soldByOrders = new Map<string, number>();
+    for (const o of orders) if (o.status === 'completed') for (const i of o.items) soldByOrders.set(i.sku, (soldByOrders.get(i.sku) ?? 0) + i.quantity);
     for (const p of products) {
       if (p.available + p.reserved + p.sold !== p.added) {
         violate(`${p.sku}: available ${p.available} + reserved ${p.reserved} + sold ${p.sold} ≠ added ${p.added}`);
@@ -96,24 +112,18 @@ export async function verifyInvariants(dbPath: string, timeoutMs?: number): Prom
 
     // --- money --------------------------------------------------------------------------
     const captured = new Map(
-      db
-        .prepare<[], { order_id: string; cents: number }>(
+      (
+        await db.all<{ order_id: string; cents: number }>(
           `SELECT order_id, SUM(amount_cents) AS cents FROM payment_charges WHERE status IN ('captured', 'refunded') GROUP BY order_id`,
         )
-        .all()
-        .map((r) => [r.order_id, r.cents]),
+      ).map((r) => [r.order_id, r.cents]),
     );
     const refunded = new Map(
-      db
-        .prepare<[], { order_id: string; cents: number }>('SELECT order_id, SUM(amount_cents) AS cents FROM payment_refunds GROUP BY order_id')
-        .all()
-        .map((r) => [r.order_id, r.cents]),
+      (await db.all<{ order_id: string; cents: number }>('SELECT order_id, SUM(amount_cents) AS cents FROM payment_refunds GROUP BY order_id')).map((r) => [
+        r.order_id,
+        r.cents,
+      ]),
     );
-    const orders = db
-      .prepare<[], { order_id: string; status: string; total: number | null }>(
-        `SELECT order_id, status, json_extract(snapshot, '$.context.order.total_cents') AS total FROM order_snapshots`,
-      )
-      .all();
     const seen = new Set<string>();
     for (const o of orders) {
       seen.add(o.order_id);
@@ -141,18 +151,20 @@ export async function verifyInvariants(dbPath: string, timeoutMs?: number): Prom
       violation_count: violations.length,
     };
   } finally {
-    db.close();
+    await db.close();
   }
 }
 
 /** Orders that reached `completed` between two instants (by the time of their final snapshot). */
-export function completedBetween(dbPath: string, from: Date, to: Date): number {
-  const db = open(dbPath);
+export async function completedBetween(target: StoreTarget, from: Date, to: Date): Promise<number> {
+  const db = open(target);
   try {
-    return db
-      .prepare<[string, string], { n: number }>(`SELECT COUNT(*) AS n FROM order_snapshots WHERE status = 'completed' AND updated_at >= ? AND updated_at < ?`)
-      .get(from.toISOString(), to.toISOString())!.n;
+    const [row] = await db.all<{ n: number }>(`SELECT COUNT(*) AS n FROM order_snapshots WHERE status = 'completed' AND updated_at >= ? AND updated_at < ?`, [
+      from.toISOString(),
+      to.toISOString(),
+    ]);
+    return row!.n;
   } finally {
-    db.close();
+    await db.close();
   }
 }

@@ -15,6 +15,7 @@ import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
 import { orderMachine } from './machines/order.machine.js';
+import { ClusterMember } from './orders/cluster.member.js';
 import { LocalOrderEngine } from './orders/local.engine.js';
 import type { OrderEngine } from './orders/order.engine.js';
 import { fillMissingViews } from './orders/order.view.js';
@@ -88,8 +89,12 @@ export async function createService(config: Config, logger: Logger, overrides: S
     carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
     logger,
+    // On PostgreSQL each step's effects are fenced by its actor's owner and epoch (refused once
+    // stale). SQLite has one writer and nothing to fence: no fence context at all there, so
+    // its hot path does not pay for async context tracking.
+    ...(store.cluster ? { fenceOf: (system: unknown) => engine.fenceOf(system) } : {}),
   });
-  const engine = new LocalOrderEngine({
+  const engine: LocalOrderEngine = new LocalOrderEngine({
     machine: orderMachine.provide({ actors }),
     states: stores.states,
     owner: config.instanceId,
@@ -114,9 +119,18 @@ export async function createService(config: Config, logger: Logger, overrides: S
     trustProxy: config.trustProxy,
     corsOrigins: config.corsOrigins,
     syncWaitMs: config.syncWaitMs,
-    idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours },
+    idempotency: { store: stores.idempotency, ttlHours: config.idempotencyTtlHours, waitMs: store.cluster ? config.syncWaitMs : 0, orderExists: async (id) => (await engine.get(id)) !== null },
     audit: stores.audit,
   });
+
+  // On PostgreSQL this instance is one of possibly several: a lease, a reaper, an inbox.
+  const member = store.cluster
+    ? new ClusterMember({ engine, cluster: store.cluster, logger, leaseMs: config.leaseMs, syncWaitMs: config.syncWaitMs })
+    : undefined;
+  if (member) {
+    engine.attachRemote(member);
+    await member.start();
+  }
 
   void keys?.warm();
   const upgraded = await fillMissingViews(stores.states);
@@ -146,10 +160,17 @@ export async function createService(config: Config, logger: Logger, overrides: S
     async drain(graceMs) {
       clearInterval(purgeTimer);
       const { settled, stopped } = await engine.drain(graceMs);
-      logger.info({ settled, stopped }, 'order actors drained; unfinished ones resume at the next start');
+      if (member) {
+        // Committed and stopped: the other instances (or the next start) take them over at once.
+        await member.handOver();
+        logger.info({ settled, stopped }, 'order actors drained; unfinished ones handed over');
+      } else {
+        logger.info({ settled, stopped }, 'order actors drained; unfinished ones resume at the next start');
+      }
     },
     async close() {
       if (engine.accepting) await service.drain(0);
+      await member?.stop();
       await pool.close();
       await stores.flush();
       await store.close();

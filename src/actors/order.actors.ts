@@ -14,6 +14,7 @@ import type {
   ShipOrderInput,
   StockInput,
 } from '../machines/order.machine.js';
+import { runFenced, type Fence } from '../store/fence.js';
 import type { CatalogStore, Inventory, OrderRecordStore } from '../store/store.ports.js';
 
 export interface OrderActorDeps {
@@ -24,6 +25,11 @@ export interface OrderActorDeps {
   carrier: Carrier;
   notifier: Notifier;
   logger: Logger;
+  /**
+   * The fence a step's effects are written under, found by its order actor's system (the
+   * engine's `fenceOf`). Stores shared by several instances refuse a stale one.
+   */
+  fenceOf?: (system: unknown) => Fence | undefined;
 }
 
 /**
@@ -39,12 +45,14 @@ export function createOrderActors(deps: OrderActorDeps) {
   /** Logs a step's outcome with its order and stage; compensations are logged as such. */
   function step<I extends { order_id: string }, O>(stage: StageName, run: (input: I, signal: AbortSignal) => Promise<O>) {
     const compensation = stage === 'refund' || stage === 'release' || stage === 'cancellation';
-    return fromPromise<O, I>(async ({ input, signal }) => {
+    return fromPromise<O, I>(async ({ input, signal, system }) => {
       const fields = { order_id: input.order_id, stage, compensation };
       const debug = logger.isLevelEnabled('debug');
       if (debug) logger.debug(fields, 'stage started');
+      // Bound now, when the step starts: a step outliving its actor keeps quoting that actor's epoch.
+      const fence = deps.fenceOf?.(system);
       try {
-        const output = await run(input, signal);
+        const output = await runFenced(fence, () => run(input, signal));
         if (compensation) logger.info(fields, 'compensation done');
         else if (debug) logger.debug(fields, 'stage succeeded');
         return output;

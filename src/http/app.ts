@@ -9,7 +9,7 @@ import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
 import { addressKey, clientAddress } from './client-address.middleware.js';
 import { cors } from './cors.middleware.js';
-import { createIdempotency } from './idempotency.js';
+import { createIdempotency, type IdempotencyOptions } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
@@ -30,7 +30,7 @@ export interface AppDeps {
   /** Origins allowed to call the API from a browser; empty or absent: CORS off. */
   corsOrigins?: readonly string[];
   syncWaitMs: number;
-  idempotency: { store: IdempotencyStore; ttlHours: number };
+  idempotency: IdempotencyOptions;
   /** Where admin actions are recorded, and `GET /api/v1/audit` reads them. */
   audit: AuditStore;
   maxBodyBytes?: number;

@@ -8,6 +8,13 @@ export interface IdempotencyOptions {
   store: IdempotencyStore;
   /** How long a key is remembered (at least 24 h). */
   ttlHours: number;
+  /**
+   * How long a request whose key another instance claimed waits for that instance's answer
+   * (default 10 s, SYNC_WAIT_MS) before answering for the order itself.
+   */
+  waitMs?: number;
+  /** Whether the order exists (committed by whichever instance): then waiting for the claimer's answer is over. */
+  orderExists?: (orderId: string) => Promise<boolean>;
 }
 
 /**
@@ -26,8 +33,23 @@ const KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
  * waits for the first answer. After a crash between claim and answer, a retry resumes
  * the same order id instead of creating another.
  */
-export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
+export function createIdempotency({ store, ttlHours, waitMs = 10_000, orderExists }: IdempotencyOptions) {
   const inflight = new Map<string, Promise<unknown>>();
+
+  /**
+   * Polls the key until another instance has answered it, or its order exists (then this
+   * instance answers for that order), or `waitMs` passes (the claimer died before it started
+   * the order: this one starts it, under the claimed id, so there is still one order).
+   */
+  async function awaitAnswer(userId: string, key: string, orderId: string, claimedAt: string) {
+    // Counted from the claim: a key claimed long ago by an instance that died is not waited for again.
+    const deadline = performance.now() + Math.min(waitMs, Date.parse(claimedAt) + waitMs - Date.now());
+    for (let pause = 10; ; pause = Math.min(pause * 2, 100)) {
+      const stored = await store.get(userId, key);
+      if (stored?.response_status != null || performance.now() > deadline || (await orderExists?.(orderId))) return stored;
+      await new Promise((r) => setTimeout(r, pause));
+    }
+  }
 
   return async function idempotent(c: Context, endpoint: string, request: unknown, handle: OrderHandler): Promise<Response> {
     const key = c.req.header('Idempotency-Key');
@@ -71,9 +93,9 @@ export function createIdempotency({ store, ttlHours }: IdempotencyOptions) {
     if (entry.request_hash !== requestHash) {
       throw new OrderError('idempotency_key_reused', 'This Idempotency-Key was used with a different request; use a new key for a new order.');
     }
-    // The first request may still be running here; wait for its answer (failure included).
-    await inflight.get(slot)?.catch(() => undefined);
-    const stored = await store.get(userId, key);
+    // The first request may still be running, here or on another instance; wait for its answer (failure included).
+    const local = inflight.get(slot);
+    const stored = local ? (await local.catch(() => undefined), await store.get(userId, key)) : await awaitAnswer(userId, key, entry.order_id, entry.created_at);
     if (stored?.response_status != null && stored.response_body != null) return replay(stored.response_status, stored.response_body, stored.order_id);
     // Claimed but never answered (the process died in between): answer for the same order now.
     const res = await handle(entry.order_id, true);

@@ -5,6 +5,7 @@ import type { RetryPolicy } from '../domain/order.js';
 import type { Logger } from '../logger.js';
 import type { OrderInput, OrderMachine } from '../machines/order.machine.js';
 import { isSettled, pipelineStatus, stateName } from '../machines/order.status.js';
+import type { Fence } from '../store/fence.js';
 import type { OrderStateStore, OrderStateWrite, StoredOrder } from '../store/store.ports.js';
 import type { CommitInfo, NewOrder, OrderChange, OrderChangeListener, OrderEngine, OrderQuery } from './order.engine.js';
 import { toOrderView, viewAsOf, type OrderView } from './order.view.js';
@@ -24,7 +25,29 @@ export interface LocalEngineOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
+/**
+ * Orders this engine does not run but another instance does (several instances on one
+ * database): events go to their owner, waits follow the store. See src/orders/cluster.member.ts.
+ */
+export interface RemoteOrders {
+  /** CANCEL for an order owned elsewhere: resolves with the view once its owner applied it; `invalid_transition` if it could not. */
+  cancel(orderId: string): Promise<OrderView>;
+  /** Waits for an order run elsewhere to settle, or for `timeoutMs`. */
+  waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }>;
+  /** False once this instance's lease may have run out (by its own clock): it must not write any more. */
+  leaseHeld(): boolean;
+  /** Asks the database (renewing): true if the lease still holds; false if it was lost (every order is then dropped). */
+  confirmLease(): Promise<boolean>;
+}
+
 type OrderActor = Actor<OrderMachine>;
+
+/** A `waitUntilSettled` caller: told the settled view, or that the order left this engine. */
+interface Waiter {
+  settled(view: OrderView): void;
+  /** Dropped here (taken over, or the lease lost): wait on wherever it runs now, for the time left. */
+  moved(): void;
+}
 type OrderSnapshot = SnapshotFrom<OrderMachine>;
 
 /** An order this engine runs. */
@@ -40,6 +63,8 @@ interface LiveOrder {
   pending: OrderSnapshot | null;
   /** The write built early (when its actor is about to stop: stopped children would persist as stopped). */
   captured: OrderStateWrite | null;
+  /** Dropped without a write because the lease was lost. */
+  abandoned?: boolean;
 }
 
 /**
@@ -52,7 +77,7 @@ interface LiveOrder {
 export class LocalOrderEngine implements OrderEngine {
   private readonly live = new Map<string, LiveOrder>();
   private readonly listeners = new Set<OrderChangeListener>();
-  private readonly waiters = new Map<string, Set<(view: OrderView) => void>>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly owner: string;
   private draining = false;
   /** Orders with a state waiting for the next commit. */
@@ -62,6 +87,11 @@ export class LocalOrderEngine implements OrderEngine {
   private inflight: Promise<void> | null = null;
   private readonly inspect: Observer<InspectionEvent> | undefined;
   private inspection: InspectionEvent[] = [];
+  /** Each live actor's system, for the steps to find their fence by (see `fenceOf`). */
+  private readonly bySystem = new WeakMap<object, LiveOrder>();
+  private remote: RemoteOrders | undefined;
+  /** The engine's own listeners (waking waiters, telling other instances), not counted as subscribers. */
+  private readonly internalListeners = new Set<OrderChangeListener>();
 
   constructor(private readonly options: LocalEngineOptions) {
     this.owner = options.owner ?? newId('own');
@@ -75,7 +105,76 @@ export class LocalOrderEngine implements OrderEngine {
         },
       };
     }
-    this.listeners.add((changes) => this.wakeWaiters(changes));
+    this.subscribe((changes) => this.wakeWaiters(changes), { internal: true });
+  }
+
+  /** This engine's owner id, as stored with every order it runs. */
+  get ownerId(): string {
+    return this.owner;
+  }
+
+  /** Orders owned by other instances: where cancels and waits for them go. */
+  attachRemote(remote: RemoteOrders): void {
+    this.remote = remote;
+  }
+
+  isLive(orderId: string): boolean {
+    return this.live.has(orderId);
+  }
+
+  /** Whether anyone besides the engine's own machinery listens to changes (then other instances' changes are worth fetching). */
+  get hasSubscribers(): boolean {
+    return this.listeners.size > this.internalListeners.size;
+  }
+
+  /**
+   * The fence for a step of the actor whose system this is: this owner and the epoch the
+   * actor was restored or started under. A write the store refuses under it drops the actor.
+   */
+  fenceOf(system: unknown): Fence | undefined {
+    const entry = typeof system === 'object' && system !== null ? this.bySystem.get(system) : undefined;
+    if (!entry) return undefined;
+    return { owner: this.owner, epoch: entry.epoch, refused: () => this.dropFenced(entry) };
+  }
+
+  /**
+   * Takes over orders claimed from the store (at start, or from an instance whose lease
+   * ended) and runs them on from their snapshots. Returns how many were started.
+   */
+  adopt(stored: readonly StoredOrder[]): number {
+    let started = 0;
+    for (const order of stored) {
+      const current = this.live.get(order.order_id);
+      // Claimed again at a newer epoch while a stale actor of ours still ran: that one is stale now.
+      if (current && current.epoch >= order.epoch) continue;
+      if (current) this.dropFenced(current);
+      this.restore(order).actor.start();
+      started++;
+    }
+    return started;
+  }
+
+  /**
+   * The lease was lost (this process froze or was cut off past it): every actor stops at
+   * once, nothing more is written; whatever this instance still owns is claimed again later.
+   */
+  abandonAll(): number {
+    const n = this.live.size;
+    for (const entry of [...this.live.values()]) {
+      this.dirty.delete(entry);
+      entry.pending = null;
+      entry.abandoned = true;
+      this.forget(entry);
+    }
+    this.live.clear();
+    for (const orderId of [...this.waiters.keys()]) this.movedAway(orderId);
+    return n;
+  }
+
+  /** Changes committed by other instances, told to this engine's subscribers (after their commit, as local ones). */
+  publishRemote(changes: readonly OrderChange[]): void {
+    if (changes.length === 0) return;
+    this.tell(changes, { states: changes.length, fenced: 0, duration_ms: 0, remote: true });
   }
 
   get accepting(): boolean {
@@ -129,28 +228,52 @@ export class LocalOrderEngine implements OrderEngine {
     if (!entry) {
       const view = await this.get(orderId);
       if (!view) throw new OrderError('not_found', `order ${orderId} not found`);
+      // Run by another instance: follow it there.
+      if (!isSettled(view.status) && this.remote && timeoutMs > 0) return this.remote.waitUntilSettled(orderId, timeoutMs);
       return { settled: isSettled(view.status), view };
     }
     if (entry.pending) await this.next;
     if (entry.committed && isSettled(entry.committed.status)) return { settled: true, view: entry.committed };
     return new Promise((resolve) => {
-      const waiters = this.waiters.get(orderId) ?? new Set();
+      const deadline = performance.now() + timeoutMs;
+      const waiters = this.waiters.get(orderId) ?? new Set<Waiter>();
       this.waiters.set(orderId, waiters);
-      const onSettled = (view: OrderView) => {
+      const leave = () => {
         clearTimeout(timer);
-        resolve({ settled: isSettled(view.status), view });
+        waiters.delete(waiter);
+        if (waiters.size === 0 && this.waiters.get(orderId) === waiters) this.waiters.delete(orderId);
+      };
+      const fromStore = () =>
+        this.get(orderId).then(
+          (view) => resolve({ settled: isSettled(view!.status), view: view! }),
+          () => resolve({ settled: false, view: entry.committed! }),
+        );
+      const waiter: Waiter = {
+        settled: (view) => {
+          leave();
+          resolve({ settled: isSettled(view.status), view });
+        },
+        moved: () => {
+          leave();
+          const left = deadline - performance.now();
+          if (this.remote && left > 0) {
+            this.remote.waitUntilSettled(orderId, left).then(resolve, () => void fromStore());
+          } else {
+            void fromStore();
+          }
+        },
       };
       const timer = setTimeout(() => {
-        waiters.delete(onSettled);
-        if (waiters.size === 0) this.waiters.delete(orderId);
-        void this.get(orderId).then((view) => resolve({ settled: false, view: view! }));
+        leave();
+        void fromStore();
       }, timeoutMs);
-      waiters.add(onSettled);
+      waiters.add(waiter);
     });
   }
 
   async cancel(orderId: string): Promise<OrderView> {
     const entry = this.live.get(orderId);
+    if (!entry && this.remote) return this.remote.cancel(orderId);
     if (!entry || !entry.actor.getSnapshot().can({ type: 'CANCEL' })) {
       throw new OrderError('invalid_transition', `order ${orderId} can no longer be cancelled`);
     }
@@ -177,19 +300,19 @@ export class LocalOrderEngine implements OrderEngine {
     return this.committedView(entry);
   }
 
-  subscribe(listener: OrderChangeListener): () => void {
+  /** `internal`: part of the engine's machinery (see `hasSubscribers`). */
+  subscribe(listener: OrderChangeListener, options: { internal?: boolean } = {}): () => void {
     this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    if (options.internal) this.internalListeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+      this.internalListeners.delete(listener);
+    };
   }
 
   async resumeUnfinished(): Promise<number> {
     const stored = await this.options.states.claimUnfinished(this.owner);
-    let resumed = 0;
-    for (const order of stored) {
-      if (this.live.has(order.order_id)) continue;
-      this.restore(order).actor.start();
-      resumed++;
-    }
+    const resumed = this.adopt(stored);
     if (resumed > 0) this.options.logger.info({ orders: resumed }, 'resumed unfinished orders');
     return resumed;
   }
@@ -227,6 +350,7 @@ export class LocalOrderEngine implements OrderEngine {
   private track(orderId: string, actor: OrderActor, fence: { epoch: number; seq: number }): LiveOrder {
     const entry: LiveOrder = { order_id: orderId, actor, subscription: null, ...fence, committed: null, pending: null, captured: null };
     this.live.set(orderId, entry);
+    this.bySystem.set(actor.system, entry);
     entry.subscription = actor.subscribe({
       next: (snapshot) => this.queue(entry, snapshot),
       error: (err) => {
@@ -259,6 +383,10 @@ export class LocalOrderEngine implements OrderEngine {
     await this.next;
     if (entry.committed) return entry.committed;
     const view = await this.options.states.getView(entry.order_id);
+    if (!view && entry.abandoned) {
+      // Never committed, so never taken: the client may simply send it again.
+      throw new OrderError('overloaded', 'This instance stalled past its lease and let its orders go; retry.');
+    }
     if (!view) throw new OrderError('internal_error', `order ${entry.order_id} has no committed state`);
     return view;
   }
@@ -266,11 +394,20 @@ export class LocalOrderEngine implements OrderEngine {
   /** One commit at a time, so an order's changes commit in the order they happened. */
   private async commitNext(): Promise<void> {
     if (this.inflight) await this.inflight.catch(() => undefined);
+    // Not renewed lately by our own clock (an event loop stalled by load, a pause): before
+    // writing, ask the database whether the lease still holds. Lost: every order is dropped.
+    if (this.remote && !this.remote.leaseHeld()) await this.remote.confirmLease().catch(() => false);
     let batch: Array<{ entry: LiveOrder; write: OrderStateWrite }> = [];
     let started = 0;
     const commit = this.options.states.commitTurn(() => {
       started = performance.now();
       this.next = null;
+      if (this.remote && !this.remote.leaseHeld()) {
+        // Past our lease (frozen, cut off): the orders may be another's by now. Write nothing.
+        const dropped = this.abandonAll();
+        this.options.logger.warn({ dropped }, 'lease not renewed in time; dropped every order without writing');
+        return [];
+      }
       batch = [...this.dirty].map((entry) => ({ entry, write: this.collect(entry) }));
       this.dirty.clear();
       return batch.map((b) => b.write);
@@ -332,7 +469,10 @@ export class LocalOrderEngine implements OrderEngine {
       }
     }
     if (batch.length === 0) return;
-    const info: CommitInfo = { states: changes.length, fenced: batch.length - changes.length, duration_ms: durationMs };
+    this.tell(changes, { states: changes.length, fenced: batch.length - changes.length, duration_ms: durationMs });
+  }
+
+  private tell(changes: readonly OrderChange[], info: CommitInfo): void {
     for (const listener of this.listeners) {
       try {
         listener(changes, info);
@@ -344,15 +484,21 @@ export class LocalOrderEngine implements OrderEngine {
 
   /** Another owner holds a newer epoch: this one must stop running the order at once. */
   private dropFenced(entry: LiveOrder): void {
+    if (this.live.get(entry.order_id) !== entry && !entry.subscription) return; // dropped already
     this.dirty.delete(entry);
     entry.pending = null;
     this.forget(entry);
     if (this.live.get(entry.order_id) === entry) this.live.delete(entry.order_id);
     this.options.logger.warn({ order_id: entry.order_id, epoch: entry.epoch, code: 'stale_epoch' }, 'order taken over by another owner; dropped here');
-    const waiters = this.waiters.get(entry.order_id);
+    this.movedAway(entry.order_id);
+  }
+
+  /** Waiters of an order this engine no longer runs follow it to its new owner (or read the store). */
+  private movedAway(orderId: string): void {
+    const waiters = this.waiters.get(orderId);
     if (!waiters) return;
-    this.waiters.delete(entry.order_id);
-    void this.options.states.getView(entry.order_id).then((view) => view && waiters.forEach((resolve) => resolve(view)));
+    this.waiters.delete(orderId);
+    for (const waiter of [...waiters]) waiter.moved();
   }
 
   private wakeWaiters(changes: readonly OrderChange[]): void {
@@ -361,7 +507,7 @@ export class LocalOrderEngine implements OrderEngine {
       const waiters = this.waiters.get(order_id);
       if (!waiters) continue;
       this.waiters.delete(order_id);
-      for (const resolve of waiters) resolve(view);
+      for (const waiter of [...waiters]) waiter.settled(view);
     }
   }
 

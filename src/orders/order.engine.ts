@@ -38,6 +38,8 @@ export interface CommitInfo {
   fenced: number;
   /** From the start of the commit to its being durable. */
   duration_ms: number;
+  /** Committed by another instance on the same database (told here after its notification); not this engine's work. */
+  remote?: boolean;
 }
 
 export type OrderChangeListener = (changes: readonly OrderChange[], commit: CommitInfo) => void;

@@ -2,12 +2,14 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { InventoryStoreOptions } from '../workers/inventory.pool.js';
 import type { Db } from './sqlite/sqlite.database.js';
-import type { Stores } from './store.ports.js';
+import type { ClusterStore, Stores } from './store.ports.js';
 
 /** The store the service runs on, as the composition root needs it. */
 export interface OpenedStore {
   kind: 'sqlite' | 'postgres';
   stores: Stores;
+  /** Several instances on one database: only on PostgreSQL. */
+  cluster?: ClusterStore;
   /** What the inventory worker threads open, each on its own connection. */
   inventoryWorker: InventoryStoreOptions;
   /** The main thread's SQLite connection; only on SQLite. */
@@ -25,7 +27,7 @@ export async function openStore(config: Config, logger: Logger): Promise<OpenedS
   if (url !== undefined) {
     const { openPostgresStore } = await import('./postgres/postgres.stores.js');
     const store = await openPostgresStore({ url, logger, poolSize: config.database.poolSize });
-    return { kind: 'postgres', stores: store.stores, inventoryWorker: { kind: 'postgres', url }, close: store.close };
+    return { kind: 'postgres', stores: store.stores, cluster: store.cluster, inventoryWorker: { kind: 'postgres', url }, close: store.close };
   }
   const { openSqliteStore } = await import('./sqlite/sqlite.stores.js');
   const store = openSqliteStore(config.dbPath, logger);

@@ -94,6 +94,55 @@ export interface OrderStateStore {
   saveViews(views: readonly OrderView[]): Promise<void>;
 }
 
+// --- several instances on one database (PostgreSQL only) -----------------------------
+
+/** An order claimed from another owner, with the owner it was taken from. */
+export interface ClaimedOrder extends StoredOrder {
+  prev_owner: string;
+}
+
+/** An event stored for an order's owner (see `ClusterStore.postEvent`). */
+export interface InboxEvent {
+  id: number;
+  order_id: string;
+  kind: 'cancel';
+}
+
+/**
+ * What instances sharing one database need from it: leases by the database's clock,
+ * claims of a dead owner's orders, an inbox of events for an order's owner, and
+ * notifications that wake (never replace) polling.
+ */
+export interface ClusterStore {
+  /** Registers (or re-registers) the instance with a lease of `leaseMs` from the database's now. */
+  register(instanceId: string, leaseMs: number): Promise<void>;
+  /** Extends the lease; false if it had already run out (then the instance's orders may be someone else's). */
+  renew(instanceId: string, leaseMs: number): Promise<boolean>;
+  /** Ends the lease at once (shutdown), so the others may claim its orders now, and wakes them. */
+  handOver(instanceId: string): Promise<void>;
+  /** Claims up to `limit` unfinished orders whose owner holds no live lease, bumping each epoch. Nothing if `instanceId`'s own lease has run out. */
+  claimOrphaned(instanceId: string, limit: number): Promise<ClaimedOrder[]>;
+  /** Wakes the other instances (they count the live instances again and claim what is orphaned). */
+  announce(instanceId: string): Promise<void>;
+  /** How many other instances hold a live lease. */
+  othersLive(instanceId: string): Promise<number>;
+  /** Stores an event for the order's owner, then wakes it; returns the event's id. */
+  postEvent(orderId: string, kind: InboxEvent['kind']): Promise<number>;
+  /** Unapplied events for orders `owner` owns, oldest first. */
+  pendingEvents(owner: string): Promise<InboxEvent[]>;
+  /** Records an event as applied, with the answer the receiving instance gives (once). */
+  settleEvent(id: number, status: number, body: string): Promise<void>;
+  getEvent(id: number): Promise<{ applied: boolean; status: number | null; body: string | null } | null>;
+  /** Tells the other instances which orders changed (`order:seq` pairs), in notifications of at most 8000 bytes. */
+  notifyChanges(instanceId: string, changes: ReadonlyArray<{ order_id: string; seq: number }>): Promise<void>;
+  /** The committed changes at these (order, seq) pairs. */
+  changesAt(pairs: ReadonlyArray<{ order_id: string; seq: number }>): Promise<OrderChangeRecord[]>;
+  /** Forgets events answered and instances gone for more than a day; returns how many of each. */
+  purge(): Promise<{ events: number; instances: number }>;
+  /** Listens on a connection of its own (reconnecting); the handler gets each notification's channel and payload. */
+  listen(onNotify: (channel: 'inbox' | 'changes' | 'handover', payload: string) => void): Promise<{ close(): Promise<void> }>;
+}
+
 // --- the catalog ---------------------------------------------------------------------
 
 export interface Product {

@@ -1,5 +1,6 @@
 import { Piscina } from 'piscina';
 import { OrderError } from '../domain/errors.js';
+import { currentFence, staleEpoch } from '../store/fence.js';
 import type { Inventory } from '../store/store.ports.js';
 import type { InventoryWorkerData, InventoryWorkerStore } from './inventory.worker.js';
 import { unwrapStockResult, type BatchTask, type StockOp, type StockResult } from './inventory.wire.js';
@@ -65,6 +66,9 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
   }
 
   async function call(op: StockOp) {
+    // The step's fence, read now (in the step's async context), travels with the operation.
+    const fence = currentFence();
+    if (fence) op.fence = { owner: fence.owner, epoch: fence.epoch };
     let result: StockResult;
     try {
       result = await new Promise<StockResult>((resolve, reject) => {
@@ -76,6 +80,7 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
       // committed, and it is idempotent, so the step is retried.
       throw new OrderError('worker_crashed', `inventory worker failed during ${op.op}: ${(err as Error).message}`, { cause: err });
     }
+    if (!result.ok && result.fenced && fence) throw staleEpoch(op.order_id, fence);
     return unwrapStockResult(result);
   }
 

@@ -6,11 +6,20 @@ import type { OrderItemRequest, Reservation } from '../domain/order.js';
  * classes do not survive the trip. One task carries the operations of one event-loop turn.
  */
 
-export type StockOp = { op: 'reserve'; order_id: string; items: OrderItemRequest[] } | { op: 'release'; order_id: string };
+/** The step's fence, as plain data (see src/store/fence.ts); absent: unfenced. */
+export interface StockFence {
+  owner: string;
+  epoch: number;
+}
+
+export type StockOp =
+  | { op: 'reserve'; order_id: string; items: OrderItemRequest[]; fence?: StockFence }
+  | { op: 'release'; order_id: string; fence?: StockFence };
 
 export type StockResult =
   | { ok: true; reservation: Reservation | null }
-  | { ok: false; code: StepErrorCode; message: string; sku?: string; requested?: number; available?: number };
+  /** `fenced`: refused because another owner holds the order (stale epoch). */
+  | { ok: false; code: StepErrorCode; message: string; sku?: string; requested?: number; available?: number; fenced?: boolean };
 
 export interface BatchTask {
   ops: StockOp[];

@@ -56,7 +56,8 @@ async function untilFinal(api: ReturnType<typeof client>, ids: string[], timeout
 describe('crash recovery with a real server process', () => {
   it('brings every accepted order to a final state after kill -9, with stock and money adding up', async () => {
     // Slow enough that a quarter of the orders are still paying when the process dies, even on a loaded machine.
-    const env = { ...(await storeEnv('crash')), PAYMENT_SLOW_MS: '5000', ORDER_TIMEOUT_MS: '120000' };
+    // On PostgreSQL the restarted process is a new instance: it claims the dead one's orders once its lease (2 s here) is over.
+    const env = { ...(await storeEnv('crash')), PAYMENT_SLOW_MS: '5000', ORDER_TIMEOUT_MS: '120000', LEASE_MS: '2000' };
     const admin = await mintToken({ secret: TEST_SECRET, sub: 'ops', role: 'admin' });
     const first = await start(env);
     const api = client(first.url, admin);

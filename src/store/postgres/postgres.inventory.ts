@@ -1,5 +1,5 @@
 import type { OrderItemRequest, Reservation, ReservationStatus } from '../../domain/order.js';
-import type { StockOp, StockResult } from '../../workers/inventory.wire.js';
+import type { StockFence, StockOp, StockResult } from '../../workers/inventory.wire.js';
 import { inTransaction, isBusy, run, type Pool, type Queryable } from './postgres.database.js';
 import { plans } from './postgres.plans.js';
 
@@ -19,6 +19,7 @@ import { plans } from './postgres.plans.js';
  */
 
 interface PriorRow {
+  allowed: boolean;
   prior_status: ReservationStatus | null;
   prior_items: string | null;
 }
@@ -32,15 +33,25 @@ const reservationOf = (orderId: string, status: ReservationStatus, items: string
 /** How often an operation that lost a race for its reservation row is run again (it then sees the winner). */
 const RACE_RETRIES = 3;
 
-export async function reserve(db: Queryable, orderId: string, items: readonly OrderItemRequest[]): Promise<StockResult> {
+const fenceValues = (fence: StockFence | undefined) => (fence ? [fence.owner, fence.epoch] : [null, 0]);
+
+const staleResult = (orderId: string, fence: StockFence | undefined): StockResult => ({
+  ok: false,
+  code: 'step_failed',
+  message: `stale_epoch: order ${orderId} is no longer owned by ${fence?.owner} at epoch ${fence?.epoch}`,
+  fenced: true,
+});
+
+export async function reserve(db: Queryable, orderId: string, items: readonly OrderItemRequest[], fence?: StockFence): Promise<StockResult> {
   const now = new Date().toISOString();
-  const values = [orderId, items.map((i) => i.sku), items.map((i) => i.quantity), JSON.stringify(items), now];
+  const values = [orderId, items.map((i) => i.sku), items.map((i) => i.quantity), JSON.stringify(items), now, ...fenceValues(fence)];
   for (let attempt = 0; ; attempt++) {
     const [row] = await run<PriorRow & { short_sku: string | null; short_requested: number | null; short_available: number | null; inserted: boolean }>(
       db,
       plans.reserve,
       values,
     );
+    if (!row!.allowed) return staleResult(orderId, fence);
     if (row!.prior_status === 'released') {
       return { ok: false, code: 'reservation_released', message: `order ${orderId} was released before its reservation ran` };
     }
@@ -62,9 +73,10 @@ export async function reserve(db: Queryable, orderId: string, items: readonly Or
   }
 }
 
-export async function release(db: Queryable, orderId: string): Promise<StockResult> {
+export async function release(db: Queryable, orderId: string, fence?: StockFence): Promise<StockResult> {
   for (let attempt = 0; ; attempt++) {
-    const [row] = await run<PriorRow & { tombstoned: boolean }>(db, plans.release, [orderId, new Date().toISOString()]);
+    const [row] = await run<PriorRow & { tombstoned: boolean }>(db, plans.release, [orderId, new Date().toISOString(), ...fenceValues(fence)]);
+    if (!row!.allowed) return staleResult(orderId, fence);
     const { prior_status: status, prior_items: items } = row!;
     if (status === 'committed') return { ok: false, code: 'step_failed', message: `order ${orderId} has shipped; its stock cannot be released` };
     if (status !== null) return { ok: true, reservation: reservationOf(orderId, 'released', items!) };
@@ -74,8 +86,9 @@ export async function release(db: Queryable, orderId: string): Promise<StockResu
   }
 }
 
-export async function sell(db: Queryable, orderId: string): Promise<StockResult> {
-  const [row] = await run<PriorRow>(db, plans.sell, [orderId, new Date().toISOString()]);
+export async function sell(db: Queryable, orderId: string, fence?: StockFence): Promise<StockResult> {
+  const [row] = await run<PriorRow>(db, plans.sell, [orderId, new Date().toISOString(), ...fenceValues(fence)]);
+  if (!row!.allowed) return staleResult(orderId, fence);
   const { prior_status: status, prior_items: items } = row!;
   if (status === null || status === 'released') {
     return { ok: false, code: 'reservation_released', message: `order ${orderId} has no reservation to sell` };
@@ -83,7 +96,7 @@ export async function sell(db: Queryable, orderId: string): Promise<StockResult>
   return { ok: true, reservation: reservationOf(orderId, 'committed', items!) };
 }
 
-const runOne = (db: Queryable, op: StockOp) => (op.op === 'reserve' ? reserve(db, op.order_id, op.items) : release(db, op.order_id));
+const runOne = (db: Queryable, op: StockOp) => (op.op === 'reserve' ? reserve(db, op.order_id, op.items, op.fence) : release(db, op.order_id, op.fence));
 
 function failure(err: unknown): StockResult {
   if (isBusy(err) || (typeof err === 'object' && err !== null && 'code' in err && err.code === 'storage_busy')) {

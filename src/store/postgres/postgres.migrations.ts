@@ -175,4 +175,33 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_log_by_action ON audit_log (action, id);
     `,
   },
+  {
+    version: 3,
+    name: 'instances, leases and the order inbox',
+    sql: `
+      -- One row per instance that ever ran on this database: its lease, by the database's
+      -- clock. An order whose owner has no live lease here (expired, stopping, or no row)
+      -- may be claimed by any live instance.
+      CREATE TABLE instances (
+        instance_id  text PRIMARY KEY,
+        started_at   timestamptz NOT NULL,
+        lease_until  timestamptz NOT NULL,
+        stopping     boolean NOT NULL DEFAULT false
+      );
+
+      -- Events (cancel) for an order owned by another instance: stored first, so they
+      -- survive the owner dying; its owner (or whoever takes the order over) applies each
+      -- once and records the answer the receiving instance gives.
+      CREATE TABLE order_inbox (
+        id             bigserial PRIMARY KEY,
+        order_id       text COLLATE "C" NOT NULL,
+        kind           text NOT NULL,
+        created_at     timestamptz NOT NULL,
+        applied_at     timestamptz,
+        result_status  integer,
+        result_body    text
+      );
+      CREATE INDEX order_inbox_pending ON order_inbox (order_id) WHERE applied_at IS NULL;
+    `,
+  },
 ];

@@ -1,3 +1,4 @@
+import { OrderError } from '../../domain/errors.js';
 import type { Logger } from '../../logger.js';
 import type { OrderView } from '../../orders/order.view.js';
 import type { OrderStateStore, OrderStateWrite, StoredOrder } from '../store.ports.js';
@@ -53,7 +54,9 @@ export function createPostgresOrderStates(pool: Pool, options: PostgresOrderStat
       } catch (err) {
         // Running the statement again is safe even if the failed one did commit: same
         // owner and epoch write the same row again, and history rows are kept once.
-        if (!isBusy(err) || Date.now() > deadline) throw err;
+        // `run` has mapped contention (deadlocks included) to storage_busy already.
+        const busy = isBusy(err) || (err instanceof OrderError && err.code === 'storage_busy');
+        if (!busy || Date.now() > deadline) throw err;
         await new Promise((r) => setTimeout(r, pause));
       }
     }

@@ -22,6 +22,29 @@ export interface Plan {
 
 const plan = (name: string, text: string): Plan => ({ name, text });
 
+/**
+ * The fence of a step's effect, as CTEs for one statement (parameters: the writer's owner,
+ * or null for an unfenced write, its epoch, and the order id). The order's state row is
+ * read `FOR KEY SHARE`, and every change of owner locks that row `FOR UPDATE` first (the
+ * claims below), so a takeover waits until this statement's transaction has committed, and
+ * a statement that waited behind a takeover sees the new owner and is refused: a stale
+ * owner never slips a write in between check and commit. KEY SHARE rather than SHARE: the
+ * owner's own state commits (`FOR NO KEY UPDATE`) do not wait for its effects, nor they for
+ * it, so an effect holding stock locks and a state commit cannot wait for each other in a
+ * cycle (with SHARE they could: a sell holding its order's row and waiting for a batch's
+ * stock, the batch waiting for a row the state commit holds, the commit for the sell's).
+ * An order with no state row yet is allowed at epoch 1 (its first state commits after its
+ * first step may have started). `allowed.ok` is what the effect is conditional on.
+ */
+const fenceCtes = (owner: string, epoch: string, orderId: string) => `
+   fence AS MATERIALIZED (
+     SELECT owner = ${owner} AND epoch = ${epoch} AS ok FROM order_snapshots
+     WHERE order_id = ${orderId} AND ${owner}::text IS NOT NULL FOR KEY SHARE
+   ),
+   allowed AS MATERIALIZED (
+     SELECT ${owner}::text IS NULL OR coalesce((SELECT ok FROM fence), ${epoch}::bigint = 1) AS ok
+   )`;
+
 // --- migrations ------------------------------------------------------------------------
 
 /**
@@ -101,24 +124,62 @@ const listChanges = plan(
 );
 
 /**
- * Takes over every unfinished order. SKIP LOCKED: two claimers never take the same order,
- * and a claimer never waits behind an order whose state is being written.
+ * An owner that holds a live lease (by the database's clock): its orders are not to be
+ * claimed. A scalar subquery on purpose, not `EXISTS`: the planner turns `NOT EXISTS` into
+ * an anti-join, and when a claimer's `FOR UPDATE` finds a row another claimer has just
+ * taken, PostgreSQL rechecks the new row version against the join's old (empty) inner side
+ * and lets it through, so both would claim it. A subquery in the filter is evaluated again
+ * for the new version, which now names a live owner.
+ */
+const LIVE_OWNER = `coalesce((SELECT i.lease_until > now() AND NOT i.stopping FROM instances i WHERE i.instance_id = s.owner), false)`;
+
+/**
+ * Takes over every unfinished order that is `$1`'s own (a restart under the same
+ * INSTANCE_ID) or whose owner holds no live lease (dead, frozen past its lease, or handed
+ * over at shutdown). SKIP LOCKED: two claimers never take the same order, and a claimer
+ * never waits behind an order whose state or effect is being written.
  */
 const claimUnfinished = plan(
   'states_claim_unfinished',
   `WITH claimable AS MATERIALIZED (
-     SELECT order_id FROM order_snapshots WHERE status = 'processing' ORDER BY order_id FOR UPDATE SKIP LOCKED
+     SELECT s.order_id FROM order_snapshots s
+     WHERE s.status = 'processing' AND (s.owner = $1 OR NOT ${LIVE_OWNER})
+     ORDER BY s.order_id FOR UPDATE OF s SKIP LOCKED
    )
    UPDATE order_snapshots s SET owner = $1, epoch = s.epoch + 1
    FROM claimable c WHERE s.order_id = c.order_id
    RETURNING ${STORED.split(', ').map((c) => `s.${c}`).join(', ')}`,
 );
 
+/**
+ * The reaper's claim: up to `$2` unfinished orders of owners without a live lease, for `$1`,
+ * which must hold a live lease itself (a claimer that froze past its own lease claims
+ * nothing). Orders whose rows are locked (a write under way) are skipped until next time.
+ */
+const claimOrphaned = plan(
+  'states_claim_orphaned',
+  `WITH me AS MATERIALIZED (
+     SELECT 1 FROM instances WHERE instance_id = $1 AND lease_until > now() AND NOT stopping
+   ),
+   claimable AS MATERIALIZED (
+     SELECT s.order_id, s.owner AS prev_owner FROM order_snapshots s
+     WHERE s.status = 'processing' AND s.owner <> $1 AND EXISTS (SELECT FROM me) AND NOT ${LIVE_OWNER}
+     ORDER BY s.order_id LIMIT $2 FOR UPDATE OF s SKIP LOCKED
+   )
+   UPDATE order_snapshots s SET owner = $1, epoch = s.epoch + 1
+   FROM claimable c WHERE s.order_id = c.order_id
+   RETURNING ${STORED.split(', ').map((c) => `s.${c}`).join(', ')}, c.prev_owner`,
+);
+
+/** Locked `FOR UPDATE` first, as every change of owner is, so it waits for the order's fenced effects in flight. */
 const claimParked = plan(
   'states_claim_parked',
-  `UPDATE order_snapshots SET owner = $1, epoch = epoch + 1
-   WHERE order_id = $2 AND status = 'compensation_failed'
-   RETURNING ${STORED}`,
+  `WITH parked AS MATERIALIZED (
+     SELECT order_id FROM order_snapshots WHERE order_id = $2 AND status = 'compensation_failed' FOR UPDATE
+   )
+   UPDATE order_snapshots s SET owner = $1, epoch = s.epoch + 1
+   FROM parked p WHERE s.order_id = p.order_id AND s.status = 'compensation_failed'
+   RETURNING ${STORED.split(', ').map((c) => `s.${c}`).join(', ')}`,
 );
 
 const saveView = plan(
@@ -152,11 +213,16 @@ const upsertProduct = plan(
 // --- order records ---------------------------------------------------------------------
 
 const getOrder = plan('orders_get', 'SELECT id, user_id, status, items, total_cents, currency, created_at FROM orders WHERE id = $1');
+/** Fenced (parameters 9 and 10: owner, epoch); returns whether it was allowed and whether it inserted. */
 const placeOrder = plan(
   'orders_place',
-  `INSERT INTO orders (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
-   VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8)
-   ON CONFLICT (id) DO NOTHING RETURNING id`,
+  `WITH ${fenceCtes('$9', '$10', '$1')},
+   ins AS (
+     INSERT INTO orders (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
+     SELECT $1, $2, 'placed', $3, $4, $5, $6, $7, $8 FROM allowed WHERE ok
+     ON CONFLICT (id) DO NOTHING RETURNING id
+   )
+   SELECT (SELECT ok FROM allowed) AS allowed, EXISTS (SELECT FROM ins) AS inserted`,
 );
 /**
  * Closes the order, storing it from the request if it was never placed. One statement:
@@ -166,10 +232,14 @@ const placeOrder = plan(
  */
 const closeOrder = plan(
   'orders_close',
-  `INSERT INTO orders AS o (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
-   VALUES ($1, $2, $3, $4, 0, 'USD', $5, $6, $7)
-   ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
-   WHERE o.status = 'placed'`,
+  `WITH ${fenceCtes('$8', '$9', '$1')},
+   closed AS (
+     INSERT INTO orders AS o (id, user_id, status, items, total_cents, currency, shipping, created_at, updated_at)
+     SELECT $1, $2, $3, $4, 0, 'USD', $5, $6, $7 FROM allowed WHERE ok
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
+     WHERE o.status = 'placed'
+   )
+   SELECT (SELECT ok FROM allowed) AS allowed`,
 );
 
 // --- payments --------------------------------------------------------------------------
@@ -183,6 +253,8 @@ const insertCharge = plan(
    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
    ON CONFLICT DO NOTHING RETURNING charge_id`,
 );
+/** The first statement of a fenced transaction (the refund): whether `(owner, epoch)` holds the order, its row then `FOR KEY SHARE`. */
+const checkFence = plan('fence_check', `WITH ${fenceCtes('$1', '$2', '$3')} SELECT ok AS allowed FROM allowed`);
 const insertRefund = plan(
   'payments_refund',
   `INSERT INTO payment_refunds (refund_id, charge_id, order_id, idempotency_key, amount_cents, created_at)
@@ -195,21 +267,13 @@ const markRefunded = plan(
 );
 
 /**
- * Phase-2 prototype of a fenced effect: the charge is inserted only while `(owner, epoch)`
- * still holds the order, checked in the same statement. `FOR SHARE` on the order's state row
- * holds off a takeover (which updates that row) until this insert has committed, so a stale
- * owner can never slip a write in between the check and its commit. An order with no state
- * row yet is allowed at epoch 1 (its first state commits after its first step). Returns
- * `fenced` = true when refused. Not wired into the ports yet; measured in bench/pg-fence.ts.
+ * The charge, inserted only while `(owner, epoch)` still holds the order (`fenceCtes`).
+ * Returns `fenced` = true when refused. Measured against the unfenced insert in
+ * bench/pg-fence.ts.
  */
 const insertChargeFenced = plan(
   'payments_insert_fenced',
-  `WITH fence AS MATERIALIZED (
-     SELECT owner = $9 AND epoch = $10 AS ok FROM order_snapshots WHERE order_id = $2 FOR SHARE
-   ),
-   allowed AS (
-     SELECT coalesce((SELECT ok FROM fence), $10 = 1) AS ok
-   ),
+  `WITH ${fenceCtes('$9', '$10', '$2')},
    ins AS (
      INSERT INTO payment_charges (charge_id, order_id, idempotency_key, status, amount_cents, refunded_cents, decline_code, created_at, updated_at)
      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8 FROM allowed WHERE ok
@@ -223,15 +287,23 @@ const insertChargeFenced = plan(
 const findShipment = plan('shipments_find', 'SELECT shipment_id, order_id, carrier, tracking_number, country FROM shipments WHERE order_id = $1');
 const insertShipment = plan(
   'shipments_insert',
-  `INSERT INTO shipments (shipment_id, order_id, idempotency_key, carrier, tracking_number, country, created_at)
-   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING shipment_id`,
+  `WITH ${fenceCtes('$8', '$9', '$2')},
+   ins AS (
+     INSERT INTO shipments (shipment_id, order_id, idempotency_key, carrier, tracking_number, country, created_at)
+     SELECT $1, $2, $3, $4, $5, $6, $7 FROM allowed WHERE ok ON CONFLICT DO NOTHING RETURNING shipment_id
+   )
+   SELECT (SELECT ok FROM allowed) AS allowed, EXISTS (SELECT FROM ins) AS inserted`,
 );
 
 const NOTIFICATION = 'notification_id, order_id, kind, recipient, created_at';
 const insertNotification = plan(
   'notifications_insert',
-  `INSERT INTO notifications (notification_id, idempotency_key, order_id, kind, recipient, payload, created_at)
-   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING RETURNING notification_id`,
+  `WITH ${fenceCtes('$8', '$9', '$3')},
+   ins AS (
+     INSERT INTO notifications (notification_id, idempotency_key, order_id, kind, recipient, payload, created_at)
+     SELECT $1, $2, $3, $4, $5, $6, $7 FROM allowed WHERE ok ON CONFLICT (idempotency_key) DO NOTHING RETURNING notification_id
+   )
+   SELECT (SELECT ok FROM allowed) AS allowed, EXISTS (SELECT FROM ins) AS inserted`,
 );
 const notificationByKey = plan('notifications_by_key', `SELECT ${NOTIFICATION} FROM notifications WHERE idempotency_key = $1`);
 const notificationsForOrder = plan(
@@ -302,11 +374,13 @@ const auditList = (filters: { action: boolean; actor: boolean }): Plan => {
  * against the locked (latest committed) stock, and only if every line fits are the
  * reservation inserted and the stock moved. `inserted = false` with no prior row and no
  * shortfall means a release inserted the tombstone concurrently: the adapter runs it again.
- * Parameters: order id, SKUs, quantities (in request order), items JSON, now.
+ * Fenced: nothing is inserted or moved unless `allowed`. Parameters: order id, SKUs,
+ * quantities (in request order), items JSON, now, owner, epoch.
  */
 const reserve = plan(
   'inventory_reserve',
-  `WITH req AS (
+  `WITH ${fenceCtes('$6', '$7', '$1')},
+   req AS (
      SELECT sku, sum(quantity)::bigint AS quantity, min(line) AS line
      FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY AS r(sku, quantity, line) GROUP BY sku
    ),
@@ -327,7 +401,7 @@ const reserve = plan(
      INSERT INTO reservations (order_id, status, items, created_at, updated_at)
      SELECT $1, 'reserved', $4, $5, $5
      WHERE NOT EXISTS (SELECT FROM prior) AND NOT EXISTS (SELECT FROM short)
-       AND (SELECT count(*) FROM locked) = (SELECT count(*) FROM req)
+       AND (SELECT count(*) FROM locked) = (SELECT count(*) FROM req) AND (SELECT ok FROM allowed)
      ON CONFLICT (order_id) DO NOTHING RETURNING 1
    ),
    taken AS (
@@ -335,16 +409,16 @@ const reserve = plan(
      FROM req r WHERE p.sku = r.sku AND EXISTS (SELECT FROM ins)
      RETURNING 1
    )
-   SELECT (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
+   SELECT (SELECT ok FROM allowed) AS allowed, (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
      (SELECT sku FROM short) AS short_sku, (SELECT quantity FROM short) AS short_requested,
      (SELECT available FROM short) AS short_available,
      EXISTS (SELECT FROM ins) AS inserted, (SELECT count(*) FROM taken) AS lines`,
 );
 
-/** The lines of the order's reservation, if it is still `reserved`, locked by SKU. */
-const reservedLines = (status: string) => `
+/** The fence (owner $3, epoch $4), then the lines of the order's reservation, if it is still `reserved` and the fence allows, locked by SKU. */
+const reservedLines = (status: string) => `${fenceCtes('$3', '$4', '$1')},
    prior AS MATERIALIZED (
-     SELECT status, items FROM reservations WHERE order_id = $1 FOR UPDATE
+     SELECT status, items FROM reservations WHERE order_id = $1 AND (SELECT ok FROM allowed) FOR UPDATE
    ),
    lines AS MATERIALIZED (
      SELECT p.sku, l.quantity FROM products p
@@ -359,7 +433,7 @@ const reservedLines = (status: string) => `
  * that a reserve still queued finds it and takes nothing. A shipped (`committed`)
  * reservation is left alone and reported. `tombstoned = false` with no prior row means a
  * reserve inserted its row concurrently: the adapter runs it again.
- * Parameters: order id, now.
+ * Parameters: order id, now, owner, epoch.
  */
 const release = plan(
   'inventory_release',
@@ -374,16 +448,16 @@ const release = plan(
    ),
    tomb AS (
      INSERT INTO reservations (order_id, status, items, created_at, updated_at)
-     SELECT $1, 'released', '[]', $2, $2 WHERE NOT EXISTS (SELECT FROM prior)
+     SELECT $1, 'released', '[]', $2, $2 WHERE NOT EXISTS (SELECT FROM prior) AND (SELECT ok FROM allowed)
      ON CONFLICT (order_id) DO NOTHING RETURNING 1
    )
-   SELECT (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
+   SELECT (SELECT ok FROM allowed) AS allowed, (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
      EXISTS (SELECT FROM tomb) AS tombstoned, (SELECT count(*) FROM given) + (SELECT count(*) FROM released) AS changed`,
 );
 
 /**
  * Turns the order's reservation into sold stock and marks the order shipped, once.
- * Parameters: order id, now.
+ * Parameters: order id, now, owner, epoch.
  */
 const sell = plan(
   'inventory_sell',
@@ -400,7 +474,7 @@ const sell = plan(
      UPDATE orders SET status = 'shipped', updated_at = $2
      WHERE id = $1 AND status = 'placed' AND EXISTS (SELECT FROM prior WHERE status = 'reserved') RETURNING 1
    )
-   SELECT (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
+   SELECT (SELECT ok FROM allowed) AS allowed, (SELECT status FROM prior) AS prior_status, (SELECT items FROM prior) AS prior_items,
      (SELECT count(*) FROM moved) + (SELECT count(*) FROM sold) + (SELECT count(*) FROM shipped) AS changed`,
 );
 
@@ -419,7 +493,96 @@ const lockBatch = plan(
    ORDER BY sku FOR UPDATE`,
 );
 
+// --- instances, the inbox and change notifications (several instances) ---------------
+
+/*
+ * Leases are kept by the database's clock (`now()`) alone: no instance compares its own
+ * clock with another's. Channels: `ordersaga_inbox` (payload: the owner to wake),
+ * `ordersaga_changes` (payload: `<instance> <order>:<seq> …`), `ordersaga_handover` (an
+ * instance has let its orders go). Notifications only wake; every reader also polls.
+ */
+const registerInstance = plan(
+  'instances_register',
+  `INSERT INTO instances (instance_id, started_at, lease_until, stopping)
+   VALUES ($1, now(), now() + $2 * interval '1 millisecond', false)
+   ON CONFLICT (instance_id) DO UPDATE SET started_at = now(), lease_until = excluded.lease_until, stopping = false
+   RETURNING lease_until`,
+);
+/** Extends a lease that still holds; a lease already past (a process frozen too long) is not revived. */
+const renewLease = plan(
+  'instances_renew',
+  `UPDATE instances SET lease_until = now() + $2 * interval '1 millisecond'
+   WHERE instance_id = $1 AND NOT stopping AND lease_until > now() RETURNING lease_until`,
+);
+/** Shutdown handover: the instance's orders are claimable at once; the others are woken. */
+const handOver = plan(
+  'instances_hand_over',
+  `WITH stopped AS (UPDATE instances SET stopping = true, lease_until = now() WHERE instance_id = $1 RETURNING instance_id)
+   SELECT pg_notify('ordersaga_handover', instance_id) FROM stopped`,
+);
+/** A new instance says it is there (on the handover channel: the others run a reaper round, which also counts instances). */
+const announce = plan('instances_announce', `SELECT pg_notify('ordersaga_handover', $1)`);
+const othersLive = plan(
+  'instances_others_live',
+  `SELECT count(*) AS n FROM instances WHERE instance_id <> $1 AND lease_until > now() AND NOT stopping`,
+);
+
+/** Where an order's events go: its owner, whether that owner's lease holds, and the order's status. */
+const orderOwner = plan(
+  'inbox_owner',
+  `SELECT s.owner, s.status, ${LIVE_OWNER} AS owner_live FROM order_snapshots s WHERE s.order_id = $1`,
+);
+/** Stores an event for the order's owner and wakes it (the notification is sent at commit, after the row). */
+const postEvent = plan(
+  'inbox_post',
+  `WITH ev AS (INSERT INTO order_inbox (order_id, kind, created_at) VALUES ($1, $2, now()) RETURNING id)
+   SELECT id, pg_notify('ordersaga_inbox', coalesce((SELECT owner FROM order_snapshots WHERE order_id = $1), '')) FROM ev`,
+);
+/** Events waiting for orders `$1` owns, oldest first. */
+const pendingEvents = plan(
+  'inbox_pending',
+  `SELECT b.id, b.order_id, b.kind FROM order_inbox b JOIN order_snapshots s ON s.order_id = b.order_id
+   WHERE b.applied_at IS NULL AND s.owner = $1 ORDER BY b.id LIMIT 100`,
+);
+const settleEvent = plan(
+  'inbox_settle',
+  `UPDATE order_inbox SET applied_at = now(), result_status = $2, result_body = $3 WHERE id = $1 AND applied_at IS NULL`,
+);
+const getEvent = plan('inbox_get', 'SELECT applied_at IS NOT NULL AS applied, result_status, result_body FROM order_inbox WHERE id = $1');
+
+/** Housekeeping: events answered, and instances whose lease ended, more than a day ago. */
+const purgeCluster = plan(
+  'cluster_purge',
+  `WITH events AS (DELETE FROM order_inbox WHERE applied_at < now() - interval '1 day' RETURNING 1),
+   gone AS (DELETE FROM instances WHERE lease_until < now() - interval '1 day' RETURNING 1)
+   SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM gone) AS instances`,
+);
+
+const notifyChanges = plan('changes_notify', `SELECT pg_notify('ordersaga_changes', $1)`);
+/** The committed changes named by (order id, seq) pairs. */
+const changesAt = plan(
+  'changes_at',
+  `SELECT c.order_id, c.seq, c.view FROM order_changes c
+   JOIN unnest($1::text[], $2::bigint[]) AS w(order_id, seq) ON c.order_id = w.order_id AND c.seq = w.seq
+   ORDER BY c.order_id, c.seq`,
+);
+
 export const plans = {
+  checkFence,
+  claimOrphaned,
+  registerInstance,
+  renewLease,
+  handOver,
+  othersLive,
+  announce,
+  orderOwner,
+  postEvent,
+  pendingEvents,
+  settleEvent,
+  getEvent,
+  notifyChanges,
+  changesAt,
+  purgeCluster,
   migrationLock,
   createMigrationsTable,
   appliedMigrations,

@@ -2,12 +2,14 @@ import { OrderError } from '../../domain/errors.js';
 import { newId } from '../../domain/ids.js';
 import type { Notification, Order, OrderLine, Shipment } from '../../domain/order.js';
 import type { Logger } from '../../logger.js';
+import { currentFence, fenceParams, staleEpoch } from '../fence.js';
 import { unwrapStockResult } from '../../workers/inventory.wire.js';
 import type {
   AuditEntry,
   AuditStore,
   CatalogStore,
   ChargeRecord,
+  ClusterStore,
   IdempotencyEntry,
   IdempotencyStore,
   NotificationStore,
@@ -18,6 +20,7 @@ import type {
   Stores,
 } from '../store.ports.js';
 import { inTransaction, migrate, openPool, run, type Pool } from './postgres.database.js';
+import { createPostgresCluster } from './postgres.cluster.js';
 import { sell } from './postgres.inventory.js';
 import { createPostgresOrderStates, type PostgresOrderStatesOptions } from './postgres.order-states.js';
 import { plans } from './postgres.plans.js';
@@ -25,6 +28,8 @@ import { plans } from './postgres.plans.js';
 /** Every store on PostgreSQL: the main thread's pool and what it was opened with. */
 export interface PostgresStore {
   stores: Stores;
+  /** Leases, claims, inbox and notifications, for several instances on this database. */
+  cluster: ClusterStore;
   pool: Pool;
   url: string;
   close(): Promise<void>;
@@ -57,7 +62,8 @@ export async function openPostgresStore(options: OpenPostgresOptions): Promise<P
     throw err;
   }
   const stores = createPostgresStores(pool, { logger, ...(options.onFatal ? { onFatal: options.onFatal } : {}) });
-  return { stores, pool, url: options.url, close: () => pool.end() };
+  const cluster = createPostgresCluster(pool, { url: options.url, logger });
+  return { stores, cluster, pool, url: options.url, close: () => pool.end() };
 }
 
 /**
@@ -103,7 +109,14 @@ export function createPostgresStores(pool: Pool, options: PostgresOrderStatesOpt
       purgeExpired: tracked(idempotency.purgeExpired),
     },
     audit: { ...audit, record: tracked(audit.record) },
-    stock: { sell: tracked(async (orderId: string) => unwrapStockResult(await sell(pool, orderId))!) },
+    stock: {
+      sell: tracked(async (orderId: string) => {
+        const fence = currentFence();
+        const result = await sell(pool, orderId, fence);
+        if (!result.ok && result.fenced) throw staleEpoch(orderId, fence!);
+        return unwrapStockResult(result)!;
+      }),
+    },
     flush: async () => {
       await Promise.allSettled([...pending]);
     },
@@ -158,7 +171,8 @@ function createOrderRecordStore(pool: Pool): OrderRecordStore {
   return {
     async place(order, shipping) {
       const now = new Date().toISOString();
-      const inserted = await run(pool, plans.placeOrder, [
+      const fence = currentFence();
+      const [row] = await run<{ allowed: boolean; inserted: boolean }>(pool, plans.placeOrder, [
         order.id,
         order.user_id,
         JSON.stringify(order.items),
@@ -167,8 +181,10 @@ function createOrderRecordStore(pool: Pool): OrderRecordStore {
         JSON.stringify(shipping),
         order.created_at,
         now,
+        ...fenceParams(fence),
       ]);
-      if (inserted.length === 1) return order;
+      if (!row!.allowed) throw staleEpoch(order.id, fence!);
+      if (row!.inserted) return order;
       // Placed before (the step ran again after a restart), or closed first by a cancel.
       const [stored] = await run<OrderRow>(pool, plans.getOrder, [order.id]);
       if (stored!.status === 'cancelled' || stored!.status === 'failed') {
@@ -178,7 +194,8 @@ function createOrderRecordStore(pool: Pool): OrderRecordStore {
     },
     async close(orderId, status, fallback) {
       const items = fallback.request.items.map((i) => ({ sku: i.sku, quantity: i.quantity, unit_price_cents: 0 }));
-      await run(pool, plans.closeOrder, [
+      const fence = currentFence();
+      const [row] = await run<{ allowed: boolean }>(pool, plans.closeOrder, [
         orderId,
         fallback.user_id,
         status,
@@ -186,7 +203,9 @@ function createOrderRecordStore(pool: Pool): OrderRecordStore {
         JSON.stringify(fallback.request.shipping),
         fallback.created_at,
         new Date().toISOString(),
+        ...fenceParams(fence),
       ]);
+      if (!row!.allowed) throw staleEpoch(orderId, fence!);
     },
   };
 }
@@ -216,7 +235,8 @@ function createPaymentLedger(pool: Pool): PaymentLedger {
       return row ? toCharge(row) : null;
     },
     async recordCharge(charge) {
-      const inserted = await run(pool, plans.insertCharge, [
+      const fence = currentFence();
+      const [row] = await run<{ fenced: boolean; charge_id: string | null }>(pool, plans.insertChargeFenced, [
         charge.payment_id,
         charge.order_id,
         charge.idempotency_key,
@@ -225,8 +245,10 @@ function createPaymentLedger(pool: Pool): PaymentLedger {
         charge.refunded_cents,
         charge.decline_code,
         new Date().toISOString(),
+        ...fenceParams(fence),
       ]);
-      if (inserted.length === 1) {
+      if (row!.fenced) throw staleEpoch(charge.order_id, fence!);
+      if (row!.charge_id !== null) {
         const { idempotency_key: _key, ...record } = charge;
         return record;
       }
@@ -234,8 +256,13 @@ function createPaymentLedger(pool: Pool): PaymentLedger {
       return toCharge(stored!); // the order already had one: that one stands
     },
     async refundOrder(orderId, idempotencyKey) {
+      const fence = currentFence();
       return inTransaction(pool, async (tx) => {
         const now = new Date().toISOString();
+        if (fence) {
+          const [check] = await run<{ allowed: boolean }>(tx, plans.checkFence, [...fenceParams(fence), orderId]);
+          if (!check!.allowed) throw staleEpoch(orderId, fence);
+        }
         let [charge] = await run<ChargeRow>(tx, plans.lockCharge, [orderId]);
         if (!charge) {
           // Nothing captured yet: void the order so a capture still in flight is refused. If
@@ -258,7 +285,8 @@ function createShipmentStore(pool: Pool): ShipmentStore {
   return {
     find,
     async insert(shipment) {
-      const inserted = await run(pool, plans.insertShipment, [
+      const fence = currentFence();
+      const [row] = await run<{ allowed: boolean; inserted: boolean }>(pool, plans.insertShipment, [
         shipment.shipment_id,
         shipment.order_id,
         shipment.idempotency_key,
@@ -266,8 +294,10 @@ function createShipmentStore(pool: Pool): ShipmentStore {
         shipment.tracking_number,
         shipment.country,
         new Date().toISOString(),
+        ...fenceParams(fence),
       ]);
-      if (inserted.length === 1) {
+      if (!row!.allowed) throw staleEpoch(shipment.order_id, fence!);
+      if (row!.inserted) {
         const { idempotency_key: _key, ...stored } = shipment;
         return stored;
       }
@@ -279,7 +309,8 @@ function createShipmentStore(pool: Pool): ShipmentStore {
 function createNotificationStore(pool: Pool): NotificationStore {
   return {
     async insert(n) {
-      const inserted = await run(pool, plans.insertNotification, [
+      const fence = currentFence();
+      const [row] = await run<{ allowed: boolean; inserted: boolean }>(pool, plans.insertNotification, [
         n.notification_id,
         n.idempotency_key,
         n.order_id,
@@ -287,8 +318,10 @@ function createNotificationStore(pool: Pool): NotificationStore {
         n.recipient,
         JSON.stringify(n.payload),
         n.created_at,
+        ...fenceParams(fence),
       ]);
-      if (inserted.length === 1) {
+      if (!row!.allowed) throw staleEpoch(n.order_id, fence!);
+      if (row!.inserted) {
         const { notification_id, order_id, kind, recipient, created_at } = n;
         return { notification_id, order_id, kind, recipient, created_at };
       }
