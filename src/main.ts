@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import type { Hono } from 'hono';
+import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
 import { keySetFromConfig } from './auth/jwks.auth.js';
@@ -38,7 +38,7 @@ export interface ServiceOverrides {
 
 export interface Service {
   config: Config;
-  app: Hono;
+  app: OpenAPIHono;
   engine: OrderEngine;
   stores: Stores;
   /** Which store this service runs on (`DATABASE_URL` set: PostgreSQL). */
