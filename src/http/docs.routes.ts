@@ -61,7 +61,9 @@ const html = 'text/html; charset=utf-8';
 const page = createRoute({
   method: 'get',
   path: '/docs',
+  operationId: 'docsPage',
   tags: ['operations'],
+  security: [],
   summary: 'Interactive API documentation (Swagger UI)',
   responses: { 200: { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } } },
 });
@@ -69,7 +71,9 @@ const page = createRoute({
 const asset = createRoute({
   method: 'get',
   path: '/docs/{file}',
+  operationId: 'docsAsset',
   tags: ['operations'],
+  security: [],
   summary: "The documentation page's scripts, styles and icons",
   request: { params: z.object({ file: z.string() }) },
   responses: {

@@ -10,6 +10,7 @@ const view = ({ sku, name, price_cents, available, reserved, sold }: Product) =>
 const listProducts = createRoute({
   method: 'get',
   path: '/',
+  operationId: 'listProducts',
   tags: ['inventory'],
   summary: 'The catalog and its stock',
   security: bearerSecurity,
@@ -19,6 +20,7 @@ const listProducts = createRoute({
 const getProduct = createRoute({
   method: 'get',
   path: '/{sku}',
+  operationId: 'getProduct',
   tags: ['inventory'],
   summary: 'One product and its stock',
   security: bearerSecurity,
@@ -29,6 +31,7 @@ const getProduct = createRoute({
 const putProduct = createRoute({
   method: 'put',
   path: '/{sku}',
+  operationId: 'putProduct',
   tags: ['inventory'],
   summary: 'Create or update a product (admin)',
   description: 'Setting `available` adds (or removes) stock; reserved and sold stock stay as they are.',

@@ -21,7 +21,9 @@ export interface OperationsDeps {
 const healthz = createRoute({
   method: 'get',
   path: '/healthz',
+  operationId: 'healthz',
   tags: ['operations'],
+  security: [],
   summary: 'Liveness: the process answers',
   responses: { 200: json('Alive.', z.object({ status: z.literal('ok') })) },
 });
@@ -29,7 +31,9 @@ const healthz = createRoute({
 const readyz = createRoute({
   method: 'get',
   path: '/readyz',
+  operationId: 'readyz',
   tags: ['operations'],
+  security: [],
   summary: 'Readiness: the store takes writes, the inventory pool runs, the service is not draining',
   responses: responses(
     { 200: json('Ready.', z.object({ status: z.literal('ready'), checks: readinessChecks })) },
@@ -40,6 +44,7 @@ const readyz = createRoute({
 const metricsRoute = createRoute({
   method: 'get',
   path: '/metrics',
+  operationId: 'metrics',
   tags: ['operations'],
   summary: 'Prometheus metrics of this instance',
   description: 'Open unless `METRICS_TOKEN` is set; then it needs `Authorization: Bearer <METRICS_TOKEN>`.',
@@ -53,7 +58,9 @@ const metricsRoute = createRoute({
 const openapiRoute = createRoute({
   method: 'get',
   path: '/openapi.json',
+  operationId: 'openapiDocument',
   tags: ['operations'],
+  security: [],
   summary: 'This document',
   responses: { 200: { description: 'OpenAPI 3.1.', content: { 'application/json': { schema: { type: 'object' } } } } },
 });

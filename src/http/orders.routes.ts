@@ -29,6 +29,7 @@ const optionalLocation = { Location: { ...HEADERS.location.Location, required: f
 const createSync = createRoute({
   method: 'post',
   path: '/orders',
+  operationId: 'placeOrder',
   tags: ['orders'],
   summary: 'Place an order and wait for its result',
   description: 'Creates the order and waits up to `SYNC_WAIT_MS` for a final state: `201` completed, a problem for a failed, cancelled or parked order (it carries `order_id` and `order`), `202` if it is still running.',
@@ -50,6 +51,7 @@ const createSync = createRoute({
 const createAsync = createRoute({
   method: 'post',
   path: '/orders/async',
+  operationId: 'placeOrderAsync',
   tags: ['orders'],
   summary: 'Place an order without waiting',
   security: bearerSecurity,
@@ -60,6 +62,7 @@ const createAsync = createRoute({
 const getStatus = createRoute({
   method: 'get',
   path: '/orders/{id}/status',
+  operationId: 'getOrderStatus',
   tags: ['orders'],
   summary: "An order's pipeline result",
   description: 'The owner or an admin; anyone else gets `404`, as for an order that does not exist.',
@@ -71,6 +74,7 @@ const getStatus = createRoute({
 const cancelOrder = createRoute({
   method: 'post',
   path: '/orders/{id}/cancel',
+  operationId: 'cancelOrder',
   tags: ['orders'],
   summary: 'Cancel an order until it ships',
   security: bearerSecurity,
@@ -81,6 +85,7 @@ const cancelOrder = createRoute({
 const retryOrder = createRoute({
   method: 'post',
   path: '/orders/{id}/retry',
+  operationId: 'retryOrder',
   tags: ['orders'],
   summary: 'Resume an order parked in compensation_failed (admin)',
   security: bearerSecurity,
@@ -91,6 +96,7 @@ const retryOrder = createRoute({
 const listOrders = createRoute({
   method: 'get',
   path: '/orders',
+  operationId: 'listOrders',
   tags: ['orders'],
   summary: 'Orders, newest first (a user sees their own, an admin all)',
   security: bearerSecurity,
