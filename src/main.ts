@@ -14,6 +14,7 @@ import { createRateLimitStore } from './http/rate-limit.store.js';
 import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
+import { createServiceMetrics, type ServiceMetrics } from './metrics/service.metrics.js';
 import { orderMachine } from './machines/order.machine.js';
 import { LocalOrderEngine } from './orders/local.engine.js';
 import type { OrderEngine } from './orders/order.engine.js';
@@ -49,6 +50,8 @@ export interface Service {
    */
   readonly db: Db;
   pool: InventoryPool;
+  /** This instance's /metrics registry and collectors. */
+  metrics: ServiceMetrics;
   /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
   jwtSecret: string | undefined;
   /**
@@ -59,6 +62,9 @@ export interface Service {
   /** Drains with no grace (if not done yet), then closes the pool and the database. */
   close(): Promise<void>;
 }
+
+/** The parked-orders gauge counts up to this many (a scrape reads their views). */
+const PARKED_COUNT_LIMIT = 10_000;
 
 /** The composition root: config → store → pool → actors → order engine → HTTP app. */
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
@@ -99,8 +105,21 @@ export async function createService(config: Config, logger: Logger, overrides: S
     retry: config.retry,
     ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
   });
+  // /metrics: this instance's orders (from its commits), its pool and its HTTP answers.
+  const metrics = createServiceMetrics();
+  metrics.watchEngine(engine, async () => (await engine.list({ status: 'compensation_failed', limit: PARKED_COUNT_LIMIT })).length);
+  metrics.watchPool(pool);
   const app = createApp({
     engine,
+    metrics,
+    metricsToken: config.metricsToken,
+    readiness: {
+      store: async () => {
+        await store.probeWrite();
+        return null;
+      },
+      pool: () => (pool.alive ? null : 'the inventory pool is closed'),
+    },
     catalog: stores.catalog,
     logger,
     auth: {
@@ -141,6 +160,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       return store.sqlite;
     },
     pool,
+    metrics,
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);

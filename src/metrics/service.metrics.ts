@@ -42,7 +42,12 @@ export interface ServiceMetrics {
 
 export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics?: boolean } = {}): ServiceMetrics {
   const registry = new Registry();
-  if (defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (defaultMetrics) {
+    collectDefaultMetrics({ register: registry });
+    // Gauges named like counters, which promtool rejects; `nodejs_active_handles` and
+    // `nodejs_active_resources` (by type) carry the same counts.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
 
   const started = new Counter({ name: 'ordersaga_orders_started_total', help: 'Orders started (their first state committed).', registers });
@@ -102,14 +107,15 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
     if (change.seq === 1) started.inc();
     let stages = seen.get(id);
     if (!stages) seen.set(id, (stages = new Map()));
-    for (const stage of view.stages) observeStage(stage, stages);
+    for (const stage of view.stages) observeStage(stage, stages, view.failure?.stage);
     if (FINAL.has(view.status)) {
       finished.inc({ status: view.status, code: view.failure?.code ?? 'none' });
       seen.delete(id);
     }
   }
 
-  function observeStage(stage: OrderView['stages'][number], stages: Map<StageName, SeenStage>): void {
+  /** `failedStage`: the stage whose failure started the compensation, if any. */
+  function observeStage(stage: OrderView['stages'][number], stages: Map<StageName, SeenStage>, failedStage: StageName | undefined): void {
     const before = stages.get(stage.name) ?? { ended: false, attempts: 0, compensated: false };
     const now: SeenStage = { ...before };
     // An admin retry gives a failed compensation fresh attempts: count from there.
@@ -118,7 +124,9 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
     now.attempts = stage.attempts;
     const ended = stage.ended_at !== null && (stage.status === 'succeeded' || stage.status === 'failed' || stage.status === 'compensated');
     if (ended && !before.ended && stage.started_at) {
-      const outcome = stage.status === 'compensated' ? 'succeeded' : stage.status;
+      // One commit may hold several steps: a stage that failed and was undone in the same turn
+      // shows up `compensated`, and only the order's failure tells it failed.
+      const outcome = stage.status === 'failed' || (stage.status === 'compensated' && failedStage === stage.name) ? 'failed' : 'succeeded';
       stageDuration.observe({ stage: stage.name, outcome }, Math.max(0, Date.parse(stage.ended_at!) - Date.parse(stage.started_at)) / 1000);
     }
     now.ended = ended;
