@@ -75,10 +75,13 @@ function fail(method: string, path: string, status: number, why: string): never 
 /** Checks `res` (not consumed: a clone is read) as the answer to `method path`. */
 export async function checkResponse(res: Response, method: string, rawPath: string): Promise<void> {
   const { doc, ajv } = await load();
-  const path = new URL(rawPath, 'http://x').pathname;
+  // A path, or an absolute-form target (`http://host/path`); never resolved against a base, so `//x` stays a path.
+  // Dot segments are resolved as the server resolves them (`/inventory/.` is `/inventory/`).
+  const target = /^https?:\/\//i.test(rawPath) ? new URL(rawPath).pathname : rawPath.split(/[?#]/)[0]!;
+  const path = target.startsWith('//') ? target : new URL(target, 'http://x').pathname;
   const m = method.toUpperCase();
   const status = res.status;
-  const bad = (why: string) => fail(m, path, status, why);
+  const bad: (why: string) => never = (why) => fail(m, path, status, why);
   const text = m === 'HEAD' ? '' : await res.clone().text();
   const type = (res.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
 
@@ -89,7 +92,13 @@ export async function checkResponse(res: Response, method: string, rawPath: stri
   const operation = template ? doc.paths[template][m === 'HEAD' ? 'get' : m.toLowerCase()] : undefined;
   if (!operation) {
     if (type !== 'application/problem+json') bad(`no documented operation, and not a problem (${type || 'no content type'})`);
-    const problem = JSON.parse(text);
+    if (m === 'HEAD') return;
+    let problem: { code?: string; status?: number };
+    try {
+      problem = JSON.parse(text);
+    } catch {
+      bad(`no documented operation, and a problem body that is not JSON: ${text.slice(0, 200)}`);
+    }
     const expected = PROBLEM_STATUS[problem.code as keyof typeof PROBLEM_STATUS];
     if (expected === undefined || expected !== status || problem.status !== status) bad(`no documented operation, and problem code ${problem.code} does not go with ${status}`);
     return;
