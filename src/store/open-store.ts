@@ -15,7 +15,7 @@ export interface OpenedStore {
   /**
    * Resolves when the store takes writes now; rejects saying why not (for /readyz). SQLite: a
    * write lock taken and given back on a connection of its own, without waiting in the event
-   * loop; PostgreSQL: the server is a writable primary.
+   * loop; PostgreSQL: a new connection is to a writable primary and not read-only.
    */
   probeWrite(): Promise<void>;
   close(): Promise<void>;
@@ -31,11 +31,20 @@ export async function openStore(config: Config, logger: Logger): Promise<OpenedS
   if (url !== undefined) {
     const { openPostgresStore } = await import('./postgres/postgres.stores.js');
     const store = await openPostgresStore({ url, logger, poolSize: config.database.poolSize });
+    const { default: pg } = await import('pg');
+    // A connection of its own each time: what a new connection gets (the pool's may predate a change).
     const probeWrite = async () => {
-      const { rows } = await store.pool.query<{ writable: boolean }>(
-        `SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable`,
-      );
-      if (!rows[0]?.writable) throw new Error('the database is read-only');
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000, statement_timeout: 2000 });
+      client.on('error', () => undefined);
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ writable: boolean }>(
+          `SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable`,
+        );
+        if (!rows[0]?.writable) throw new Error('the database is read-only');
+      } finally {
+        await client.end().catch(() => undefined);
+      }
     };
     return { kind: 'postgres', stores: store.stores, inventoryWorker: { kind: 'postgres', url }, probeWrite, close: store.close };
   }

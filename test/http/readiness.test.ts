@@ -1,11 +1,12 @@
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestService, type TestService } from '../support/service.js';
+import { startTestService, TEST_STORE, type TestService } from '../support/service.js';
 
 /*
- * GET /readyz with real parts failing one at a time: the SQLite file's write lock held by
- * another connection, the engine draining, the inventory pool closed. /healthz stays 200 through
- * all of it (liveness only).
+ * GET /readyz with real parts failing one at a time: the store refusing writes (SQLite: its write
+ * lock held by another connection; PostgreSQL: the database made read-only), the engine draining,
+ * the inventory pool closed. /healthz stays 200 through all of it (liveness only).
  */
 
 let svc: TestService;
@@ -25,7 +26,7 @@ describe('GET /readyz', () => {
     expect(await readyz(svc)).toEqual({ status: 200, body: { status: 'ready', checks: { store: 'ok', pool: 'ok', engine: 'ok' } } });
   });
 
-  it('answers 503 not_ready naming the store while another connection holds the write lock, and 200 once it lets go', async () => {
+  it.runIf(TEST_STORE === 'sqlite')('answers 503 not_ready naming the store while another connection holds the write lock, and 200 once it lets go', async () => {
     const blocker = new Database(svc.config.dbPath);
     try {
       blocker.exec('BEGIN IMMEDIATE');
@@ -39,6 +40,24 @@ describe('GET /readyz', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  it.runIf(TEST_STORE === 'postgres')('answers 503 not_ready naming the store while the database is read-only, and 200 once it is not', async () => {
+    const url = new URL(svc.config.database.url!);
+    const database = url.pathname.slice(1);
+    const admin = new pg.Client({ connectionString: svc.config.database.url });
+    await admin.connect();
+    try {
+      await admin.query(`ALTER DATABASE "${database}" SET default_transaction_read_only = on`);
+      const { status, body } = await readyz(svc);
+      expect(status).toBe(503);
+      expect(body).toMatchObject({ code: 'not_ready', checks: { store: 'the database is read-only', pool: 'ok', engine: 'ok' } });
+      expect(await healthy(svc)).toBe(200);
+    } finally {
+      await admin.query(`ALTER DATABASE "${database}" RESET default_transaction_read_only`);
+      await admin.end();
+    }
+    expect((await readyz(svc)).status).toBe(200);
   });
 });
 
