@@ -85,7 +85,7 @@ const asset = createRoute({
         'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } },
       },
     },
-    ...problems('not_found'),
+    ...problems('not_found', 'internal_error'),
   },
 });
 

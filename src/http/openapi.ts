@@ -67,11 +67,11 @@ export const HEADERS = {
 function headersForStatus(status: number, codes: readonly ErrorCode[]): Headers {
   if (status === 401) return HEADERS.wwwAuthenticate;
   if (status === 429) return HEADERS.retryAfter(true);
-  // Only some 503s say when to come back (shutting down, overloaded, keys unavailable).
-  if (status === 503 && codes.some((c) => c === 'shutting_down' || c === 'overloaded' || c === 'auth_unavailable')) return HEADERS.retryAfter(codes.every(retryAfterAlways));
+  // Some 503s say when to come back (shutting down, overloaded, keys unavailable); an order that
+  // failed does not, and a refusal raised inside the engine may not either.
+  if (status === 503 && codes.some((c) => c === 'shutting_down' || c === 'overloaded' || c === 'auth_unavailable')) return HEADERS.retryAfter(false);
   return {};
 }
-const retryAfterAlways = (c: ErrorCode) => c === 'shutting_down' || c === 'overloaded' || c === 'auth_unavailable';
 
 export const PROBLEM_JSON = 'application/problem+json';
 

@@ -51,7 +51,7 @@ const metricsRoute = createRoute({
   security: [{}, { bearerAuth: [] }],
   responses: {
     200: { description: 'The Prometheus text exposition format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } },
-    ...problems('unauthorized'),
+    ...problems('unauthorized', 'internal_error'),
   },
 });
 

@@ -146,7 +146,8 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
           help: 'Orders parked in compensation_failed, waiting for an admin retry (from the store).',
           registers,
           async collect() {
-            this.set(await parked());
+            // The store not answering must not fail the whole scrape: the count is unknown then.
+            this.set(await parked().catch(() => Number.NaN));
           },
         });
       }

@@ -72,6 +72,7 @@ describe('GET /openapi.json', () => {
     expect(create.responses['201'].headers).toMatchObject({ Location: { required: true }, 'Idempotent-Replayed': {}, 'RateLimit-Remaining': {} });
     expect(create.responses['503'].headers['Retry-After']).toMatchObject({ required: false });
     expect(create.responses['429'].headers['Retry-After']).toMatchObject({ required: true });
+    expect(doc.paths['/api/v1/inventory'].get.responses['503'].headers['Retry-After']).toBeDefined();
     expect(create.responses['401'].headers['WWW-Authenticate']).toMatchObject({ required: true });
     expect(doc.paths['/api/v1/pipeline/orders/{id}/status'].get.parameters).toContainEqual(expect.objectContaining({ name: 'id', in: 'path', required: true }));
     expect(doc.paths['/api/v1/pipeline/orders'].get.parameters.map((p: { name: string }) => p.name)).toEqual(['status', 'limit', 'cursor']);
