@@ -41,9 +41,8 @@ function problemSchema(status: number, codes: readonly ErrorCode[]) {
 }
 
 /** Codes a synchronous create answers a failed, cancelled or parked order with. */
-const ORDER_OUTCOME_CODES: readonly ErrorCode[] = [...STEP_ERROR_CODES, 'compensation_failed'];
+export const ORDER_OUTCOME_CODES: readonly ErrorCode[] = [...STEP_ERROR_CODES, 'compensation_failed'];
 const isOrderOutcome = (code: ErrorCode) => ORDER_OUTCOME_CODES.includes(code);
-export { ORDER_OUTCOME_CODES };
 
 type HeaderDoc = { description: string; required?: boolean; schema: SchemaObject };
 type Headers = Record<string, HeaderDoc>;
