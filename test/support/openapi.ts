@@ -82,7 +82,8 @@ export async function checkResponse(res: Response, method: string, rawPath: stri
   const m = method.toUpperCase();
   const status = res.status;
   const bad: (why: string) => never = (why) => fail(m, path, status, why);
-  const text = m === 'HEAD' ? '' : await res.clone().text();
+  // Read only what is checked: a stream (text/event-stream) may never end.
+  const readText = () => (m === 'HEAD' ? Promise.resolve('') : res.clone().text());
   const type = (res.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
 
   // A CORS preflight is answered by the middleware for any path; it is not an operation.
@@ -93,6 +94,7 @@ export async function checkResponse(res: Response, method: string, rawPath: stri
   if (!operation) {
     if (type !== 'application/problem+json') bad(`no documented operation, and not a problem (${type || 'no content type'})`);
     if (m === 'HEAD') return;
+    const text = await readText();
     let problem: { code?: string; status?: number };
     try {
       problem = JSON.parse(text);
@@ -130,13 +132,14 @@ export async function checkResponse(res: Response, method: string, rawPath: stri
   // Body.
   const content = response.content as Record<string, { schema?: object }> | undefined;
   if (!content) {
-    if (text.length > 0) bad('a body where none is documented');
+    if (type !== '' || (await readText()).length > 0) bad(`a body (${type || 'untyped'}) where none is documented`);
     return;
   }
   if (m === 'HEAD') return;
   const mediaType = Object.keys(content).find((k) => k.toLowerCase() === type);
   if (!mediaType) bad(`content type ${type || '(none)'} not documented (documented: ${Object.keys(content).join(', ')})`);
   if (!/^application\/([\w.+-]+\+)?json$/.test(type)) return;
+  const text = await readText();
   let body: unknown;
   try {
     body = JSON.parse(text);
