@@ -20,6 +20,8 @@ const BOTH_STORES = [
   'test/http/inventory.api.test.ts',
   'test/http/orders.api.test.ts',
   'test/http/overload.test.ts',
+  'test/http/metrics.test.ts',
+  'test/http/readiness.test.ts',
   'test/durability/compensation-failed.test.ts',
   'test/durability/crash-recovery.test.ts',
   'test/durability/durable-reads.test.ts',

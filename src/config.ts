@@ -115,6 +115,7 @@ const schema = z.object({
   MAX_LIVE_ORDERS: int(1, 1_000_000).default(10_000),
   IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
   INSPECT: bool.default(false),
+  METRICS_TOKEN: optionalText.refine((v) => v === undefined || /^[\x21-\x7E]{16,512}$/.test(v), '16 to 512 printable characters without spaces'),
   INSPECT_URL: z
     .string()
     .default('ws://127.0.0.1:8080')
@@ -182,6 +183,8 @@ export interface Config {
   idempotencyTtlHours: number;
   /** Stream every order actor to the Stately inspector (a relay at `url`, see `npm run inspector`). */
   inspect: { enabled: boolean; url: string };
+  /** Set: /metrics requires `Authorization: Bearer <token>`; unset, it is open. */
+  metricsToken: string | undefined;
 }
 
 /** Reads the environment once. Throws one error listing every bad variable. */
@@ -253,5 +256,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxLiveOrders: e.MAX_LIVE_ORDERS,
     idempotencyTtlHours: e.IDEMPOTENCY_TTL_HOURS,
     inspect: { enabled: e.INSPECT, url: e.INSPECT_URL },
+    metricsToken: e.METRICS_TOKEN,
   };
 }

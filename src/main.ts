@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import type { Hono } from 'hono';
+import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
 import { keySetFromConfig } from './auth/jwks.auth.js';
@@ -14,6 +14,7 @@ import { createRateLimitStore } from './http/rate-limit.store.js';
 import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
+import { createServiceMetrics, type ServiceMetrics } from './metrics/service.metrics.js';
 import { orderMachine } from './machines/order.machine.js';
 import { ClusterMember } from './orders/cluster.member.js';
 import { LocalOrderEngine } from './orders/local.engine.js';
@@ -39,7 +40,7 @@ export interface ServiceOverrides {
 
 export interface Service {
   config: Config;
-  app: Hono;
+  app: OpenAPIHono;
   engine: OrderEngine;
   stores: Stores;
   /** Which store this service runs on (`DATABASE_URL` set: PostgreSQL). */
@@ -50,6 +51,8 @@ export interface Service {
    */
   readonly db: Db;
   pool: InventoryPool;
+  /** This instance's /metrics registry and collectors. */
+  metrics: ServiceMetrics;
   /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
   jwtSecret: string | undefined;
   /**
@@ -60,6 +63,9 @@ export interface Service {
   /** Drains with no grace (if not done yet), then closes the pool and the database. */
   close(): Promise<void>;
 }
+
+/** The parked-orders gauge counts up to this many (a scrape reads their views). */
+const PARKED_COUNT_LIMIT = 10_000;
 
 /** The composition root: config → store → pool → actors → order engine → HTTP app. */
 export async function createService(config: Config, logger: Logger, overrides: ServiceOverrides = {}): Promise<Service> {
@@ -104,8 +110,21 @@ export async function createService(config: Config, logger: Logger, overrides: S
     retry: config.retry,
     ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
   });
+  // /metrics: this instance's orders (from its commits), its pool and its HTTP answers.
+  const metrics = createServiceMetrics();
+  metrics.watchEngine(engine, async () => (await engine.list({ status: 'compensation_failed', limit: PARKED_COUNT_LIMIT })).length);
+  metrics.watchPool(pool);
   const app = createApp({
     engine,
+    metrics,
+    metricsToken: config.metricsToken,
+    readiness: {
+      store: async () => {
+        await store.probeWrite();
+        return null;
+      },
+      pool: () => (pool.alive ? null : 'the inventory pool is closed'),
+    },
     catalog: stores.catalog,
     logger,
     auth: {
@@ -156,6 +175,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       return store.sqlite;
     },
     pool,
+    metrics,
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);

@@ -92,4 +92,10 @@ describe('configuration', () => {
     expect(() => loadConfig({ REDIS_URL: 'http://127.0.0.1:6379' })).toThrowError(/REDIS_URL/);
     expect(loadConfig({ RATE_LIMIT_IP_PER_SEC: '5', RATE_LIMIT_IP_BURST: '10' }).rateLimit.perAddress).toEqual({ perSecond: 5, burst: 10 });
   });
+
+  it('leaves /metrics open without METRICS_TOKEN and takes a token of 16 to 512 printable characters', () => {
+    expect(loadConfig({}).metricsToken).toBeUndefined();
+    expect(loadConfig({ METRICS_TOKEN: 'a-scrape-token-16' }).metricsToken).toBe('a-scrape-token-16');
+    for (const bad of ['short', 'has a space in it ok', 'x'.repeat(513)]) expect(() => loadConfig({ METRICS_TOKEN: bad }), bad).toThrowError(/METRICS_TOKEN/);
+  });
 });

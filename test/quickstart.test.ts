@@ -30,8 +30,9 @@ describe('the README', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
 
-    const bodies = stdout.trim().split('\n').map((l) => JSON.parse(l));
-    const [inventory, created, status, declined, list] = bodies;
+    const lines = stdout.trim().split('\n');
+    const bodies = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const [inventory, created, status, declined, list, openapi, docs, ready] = bodies;
     expect(inventory.items.map((p: any) => p.sku)).toEqual(['SKU-HOODIE', 'SKU-MUG', 'SKU-POSTER', 'SKU-TSHIRT']);
     expect(created).toMatchObject({ status: 'completed', order: { total_cents: 3998 } });
     expect(status).toMatchObject({ user_id: 'alice', order: { items: [{ sku: 'SKU-MUG', quantity: 1, unit_price_cents: 1250 }] } });
@@ -39,5 +40,11 @@ describe('the README', () => {
     expect(declined).toMatchObject({ status: 402, code: 'payment_declined', order: { status: 'failed' } });
     expect(declined.order.stages.find((s: any) => s.name === 'reservation').status).toBe('compensated');
     expect(list.items).toHaveLength(3);
+    expect([openapi, docs]).toEqual([{ openapi_json: 200 }, { docs: 200 }]);
+    expect(ready).toEqual({ status: 'ready', checks: { store: 'ok', pool: 'ok', engine: 'ok' } });
+    const metrics = new Map(lines.filter((l) => l.startsWith('ordersaga_')).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
+    expect(metrics.get('ordersaga_orders_started_total')).toBe(3);
+    expect(metrics.get('ordersaga_orders_finished_total{status="failed",code="payment_declined"}')).toBe(1);
+    expect(metrics.get('ordersaga_orders_finished_total{status="completed",code="none"}')).toBeGreaterThanOrEqual(1);
   });
 });

@@ -39,6 +39,7 @@ export type ApiErrorCode =
   | 'overloaded'
   | 'idempotency_key_reused'
   | 'auth_unavailable'
+  | 'not_ready'
   // Refused by the HTTP server before any route runs (src/http/server.ts).
   | 'malformed_request'
   | 'missing_host'

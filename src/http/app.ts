@@ -1,6 +1,8 @@
-import { Hono } from 'hono';
+import { createRequire } from 'node:module';
+import { OpenAPIHono } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
 import type { Logger } from '../logger.js';
+import { createServiceMetrics, type ServiceMetrics } from '../metrics/service.metrics.js';
 import type { OrderEngine } from '../orders/order.engine.js';
 import type { AuditStore, CatalogStore, IdempotencyStore } from '../store/store.ports.js';
 import { auditLog } from './audit.middleware.js';
@@ -9,8 +11,11 @@ import { bearerAuth, type BearerAuthOptions } from './auth.middleware.js';
 import { bodyLimit } from './body.middleware.js';
 import { addressKey, clientAddress } from './client-address.middleware.js';
 import { cors } from './cors.middleware.js';
+import { docsRoutes } from './docs.routes.js';
 import { createIdempotency, type IdempotencyOptions } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
+import { registerSecurity } from './openapi.js';
+import { operationsRoutes, type ReadinessCheck } from './operations.routes.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
@@ -34,11 +39,24 @@ export interface AppDeps {
   /** Where admin actions are recorded, and `GET /api/v1/audit` reads them. */
   audit: AuditStore;
   maxBodyBytes?: number;
+  /** This instance's metrics (main.ts feeds them); absent: HTTP metrics only, in a registry of the app's own. */
+  metrics?: ServiceMetrics;
+  /** With a token, /metrics requires `Authorization: Bearer <token>` (METRICS_TOKEN). */
+  metricsToken?: string | undefined;
+  /** /readyz checks by name besides the engine's own (`store`, `pool`: main.ts). */
+  readiness?: Record<string, ReadinessCheck>;
 }
 
-/** The whole HTTP API as a Hono app; `main.ts` serves it, tests call `app.request()`. */
-export function createApp(deps: AppDeps): Hono {
-  const app = new Hono();
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
+
+/**
+ * The whole HTTP API as a Hono app; `main.ts` serves it, tests call `app.request()`. Every route
+ * is declared with `createRoute` in an OpenAPIHono sub-app, so /openapi.json describes them all.
+ */
+export function createApp(deps: AppDeps): OpenAPIHono {
+  const app = new OpenAPIHono();
+  const metrics = deps.metrics ?? createServiceMetrics({ defaultMetrics: false });
+  app.use(metrics.http);
   app.use(requestId({ limitLength: 128 }));
   app.use(requestLog(deps.logger));
   app.use(securityHeaders());
@@ -46,10 +64,21 @@ export function createApp(deps: AppDeps): Hono {
   if (corsHandler) app.use(corsHandler);
   app.use(clientAddress({ trustProxy: deps.trustProxy ?? [] }));
 
-  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  registerSecurity(app);
+  app.route(
+    '/',
+    operationsRoutes({
+      readiness: { ...deps.readiness, engine: () => (deps.engine.accepting ? null : 'draining') },
+      metrics: metrics.registry,
+      metricsToken: deps.metricsToken,
+      documentOf: () => app,
+      version,
+    }),
+  );
+  app.route('/', docsRoutes());
 
   const { perAddress, store, ...perUser } = deps.rateLimit;
-  const api = new Hono();
+  const api = new OpenAPIHono();
   // Before authentication: a flood of bad tokens from one address is refused before any is verified.
   if (perAddress) api.use(rateLimit({ name: 'ip', ...perAddress, keyOf: (c) => addressKey(c.var.clientAddress), logger: deps.logger, ...(store ? { store } : {}) }));
   api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));

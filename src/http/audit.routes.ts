@@ -1,8 +1,8 @@
-import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { OrderError } from '../domain/errors.js';
+import { createRoute, z } from '@hono/zod-openapi';
 import type { AuditStore } from '../store/store.ports.js';
 import { AUDITED_ROUTES } from './audit.middleware.js';
 import { requireRole } from './auth.middleware.js';
+import { apiResponses, bearerSecurity, json, openApiApp, problems } from './openapi.js';
 
 export const AUDIT_ACTIONS = AUDITED_ROUTES.map((r) => r.action) as [string, ...string[]];
 
@@ -38,49 +38,24 @@ export const auditEntrySchema = z
 
 export const auditPageSchema = z.object({ items: z.array(auditEntrySchema), next_cursor: z.string().nullable() }).openapi('AuditPage');
 
-const problemSchema = z
-  .object({
-    type: z.string(),
-    title: z.string(),
-    status: z.number().int(),
-    detail: z.string(),
-    code: z.string(),
-    instance: z.string().optional(),
-    request_id: z.string().optional(),
-    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
-  })
-  // Not registered by name here: the API's shared problem component belongs to the whole document.
-  .openapi({ description: 'An RFC 9457 problem with a stable `code` (README, "Errors").' });
-const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: problemSchema } } });
-
 const listAudit = createRoute({
   method: 'get',
   path: '/',
   summary: 'The audit log: admin actions, newest first',
   description:
     'Every inventory change, compensation retry and order placed for another user, refused ones included: who, what, when, from which address, and how it ended. Admins only.',
+  operationId: 'listAudit',
   tags: ['audit'],
+  security: bearerSecurity,
   middleware: [requireRole('admin')] as const,
   request: { query: auditQuerySchema },
-  responses: {
-    200: { description: 'A page of entries, newest first.', content: { 'application/json': { schema: auditPageSchema } } },
-    400: problem('`validation_failed`: a bad query.'),
-    401: problem('`unauthorized` or `token_expired`.'),
-    403: problem('`forbidden`: not an admin.'),
-    429: problem('`rate_limited`.'),
-  },
+  responses: apiResponses({ 200: json('A page of entries, newest first.', auditPageSchema), ...problems('validation_failed', 'forbidden') }),
 });
 
 /** `/api/v1/audit`: the audit log, for admins. */
 export function auditRoutes({ audit }: { audit: AuditStore }) {
-  const routes = new OpenAPIHono({
-    // A bad query is `validation_failed` with every problem by path, as the orders list answers it.
-    defaultHook: (result) => {
-      if (result.success) return;
-      const errors = result.error.issues.map((issue) => ({ path: `?/${issue.path.map(String).join('/')}`.replace(/\/$/, ''), message: issue.message }));
-      throw new OrderError('validation_failed', `The request is not valid: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, { details: { errors } });
-    },
-  });
+  // A bad query is `validation_failed` with every problem by path, as the orders list answers it.
+  const routes = openApiApp();
 
   routes.openapi(listAudit, async (c) => {
     const query = c.req.valid('query');

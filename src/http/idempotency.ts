@@ -23,7 +23,8 @@ export interface IdempotencyOptions {
  */
 export type OrderHandler = (orderId: string, resume: boolean) => Promise<Response>;
 
-const KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
+/** What a key may be: 1–255 printable ASCII characters (schemas.ts documents it). */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
 
 /**
  * `Idempotency-Key` for order creation (IETF draft-ietf-httpapi-idempotency-key-header).
@@ -54,7 +55,7 @@ export function createIdempotency({ store, ttlHours, waitMs = 10_000, orderExist
   return async function idempotent(c: Context, endpoint: string, request: unknown, handle: OrderHandler): Promise<Response> {
     const key = c.req.header('Idempotency-Key');
     if (key === undefined) return handle(newId('ord'), false);
-    if (!KEY_PATTERN.test(key)) {
+    if (!IDEMPOTENCY_KEY_PATTERN.test(key)) {
       throw new OrderError('validation_failed', 'Idempotency-Key must be 1 to 255 printable ASCII characters.', {
         details: { errors: [{ path: 'header/Idempotency-Key', message: 'must be 1 to 255 printable ASCII characters' }] },
       });

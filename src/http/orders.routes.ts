@@ -1,4 +1,5 @@
-import { Hono, type Context } from 'hono';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { OrderError, type ErrorCode } from '../domain/errors.js';
 import { ORDER_ID_PATTERN } from '../domain/ids.js';
 import type { OrderRequest } from '../domain/order.js';
@@ -6,8 +7,9 @@ import type { OrderEngine } from '../orders/order.engine.js';
 import type { OrderView } from '../orders/order.view.js';
 import { requireRole, type AuthUser } from './auth.middleware.js';
 import type { Idempotent } from './idempotency.js';
+import { apiResponses, bearerSecurity, documented, HEADERS, json, ORDER_OUTCOME_CODES, OrderViewDoc, problems, withHeaders } from './openapi.js';
 import { problemFor, problemResponse } from './problem.js';
-import { listQuerySchema, orderRequestSchema, readJson, validate } from './schemas.js';
+import { acceptedOrderSchema, createOrderHeaders, listQuerySchema, orderIdParams, orderRequestSchema, readJson, validate } from './schemas.js';
 
 export interface OrdersRoutesDeps {
   engine: OrderEngine;
@@ -18,9 +20,96 @@ export interface OrdersRoutesDeps {
 
 const statusUrl = (orderId: string) => `/api/v1/pipeline/orders/${orderId}/status`;
 
-/** `/api/v1/pipeline/orders…`: create (sync and async), status, cancel, list. */
-export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDeps) {
-  const routes = new Hono();
+const orderBody = { content: { 'application/json': { schema: orderRequestSchema } }, required: true };
+/** Refusals of what a create request sends, before any order exists. */
+const CREATE_REFUSALS: ErrorCode[] = ['validation_failed', 'malformed_json', 'unsupported_media_type', 'forbidden', 'idempotency_key_reused', 'overloaded', 'shutting_down'];
+const created = { ...HEADERS.location, ...HEADERS.idempotentReplayed };
+const optionalLocation = { Location: { ...HEADERS.location.Location, required: false } };
+
+const createSync = createRoute({
+  method: 'post',
+  path: '/orders',
+  operationId: 'placeOrder',
+  tags: ['orders'],
+  summary: 'Place an order and wait for its result',
+  description: 'Creates the order and waits up to `SYNC_WAIT_MS` for a final state: `201` completed, a problem for a failed, cancelled or parked order (it carries `order_id` and `order`), `202` if it is still running.',
+  security: bearerSecurity,
+  request: { headers: createOrderHeaders, body: orderBody },
+  responses: apiResponses(
+    [
+      {
+        201: json('Completed.', OrderViewDoc, created),
+        202: json('Still running when `SYNC_WAIT_MS` passed; poll `Location`.', OrderViewDoc, created),
+      },
+      withHeaders(problems(...ORDER_OUTCOME_CODES), { ...optionalLocation, ...HEADERS.idempotentReplayed }),
+      problems(...CREATE_REFUSALS),
+    ],
+    { changes: true },
+  ),
+});
+
+const createAsync = createRoute({
+  method: 'post',
+  path: '/orders/async',
+  operationId: 'placeOrderAsync',
+  tags: ['orders'],
+  summary: 'Place an order without waiting',
+  security: bearerSecurity,
+  request: { headers: createOrderHeaders, body: orderBody },
+  responses: apiResponses({ 202: json('Accepted; poll `status_url`.', acceptedOrderSchema, created), ...problems(...CREATE_REFUSALS) }, { changes: true }),
+});
+
+const getStatus = createRoute({
+  method: 'get',
+  path: '/orders/{id}/status',
+  operationId: 'getOrderStatus',
+  tags: ['orders'],
+  summary: "An order's pipeline result",
+  description: 'The owner or an admin; anyone else gets `404`, as for an order that does not exist.',
+  security: bearerSecurity,
+  request: { params: orderIdParams },
+  responses: apiResponses({ 200: json('The committed view.', OrderViewDoc), ...problems('not_found') }),
+});
+
+const cancelOrder = createRoute({
+  method: 'post',
+  path: '/orders/{id}/cancel',
+  operationId: 'cancelOrder',
+  tags: ['orders'],
+  summary: 'Cancel an order until it ships',
+  security: bearerSecurity,
+  request: { params: orderIdParams },
+  responses: apiResponses({ 202: json('CANCEL sent; the committed result.', OrderViewDoc, HEADERS.location), ...problems('not_found', 'invalid_transition') }, { changes: true }),
+});
+
+const retryOrder = createRoute({
+  method: 'post',
+  path: '/orders/{id}/retry',
+  operationId: 'retryOrder',
+  tags: ['orders'],
+  summary: 'Resume an order parked in compensation_failed (admin)',
+  security: bearerSecurity,
+  request: { params: orderIdParams },
+  responses: apiResponses({ 202: json('Resumed; the committed result.', OrderViewDoc, HEADERS.location), ...problems('forbidden', 'not_found', 'invalid_transition') }, { changes: true }),
+});
+
+const listOrders = createRoute({
+  method: 'get',
+  path: '/orders',
+  operationId: 'listOrders',
+  tags: ['orders'],
+  summary: 'Orders, newest first (a user sees their own, an admin all)',
+  security: bearerSecurity,
+  request: { query: listQuerySchema },
+  responses: apiResponses({
+    200: json('A page; pass `next_cursor` as `cursor` for the next.', z.object({ items: z.array(OrderViewDoc), next_cursor: z.string().nullable() })),
+    ...problems('validation_failed'),
+  }),
+});
+
+/** `/api/v1/pipeline/orders…`: create (sync and async), status, cancel, retry, list. */
+export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDeps): OpenAPIHono {
+  const routes = new OpenAPIHono();
 
   async function readOrder(c: Context): Promise<{ user_id: string; request: OrderRequest }> {
     const body = validate(orderRequestSchema, await readJson(c));
@@ -48,7 +137,7 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
     return view;
   }
 
-  routes.post('/orders', async (c) => {
+  documented(routes, createSync, async (c) => {
     const order = await readOrder(c);
     return idempotent(c, 'POST /orders', order, async (orderId, resume) => {
       await startOrder(orderId, resume, order);
@@ -71,7 +160,7 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
     return problemResponse(c, problemFor(code, detail, { order_id: view.order_id, order: view }), location);
   }
 
-  routes.post('/orders/async', async (c) => {
+  documented(routes, createAsync, async (c) => {
     const order = await readOrder(c);
     return idempotent(c, 'POST /orders/async', order, async (orderId, resume) => {
       const view = await startOrder(orderId, resume, order);
@@ -80,22 +169,22 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
     });
   });
 
-  routes.get('/orders/:id/status', async (c) => c.json(await findVisible(c.req.param('id'), c.var.user)));
+  documented(routes, getStatus, async (c) => c.json(await findVisible(c.req.param('id')!, c.var.user)));
 
-  routes.post('/orders/:id/cancel', async (c) => {
-    const view = await findVisible(c.req.param('id'), c.var.user);
+  documented(routes, cancelOrder, async (c) => {
+    const view = await findVisible(c.req.param('id')!, c.var.user);
     if (view.status !== 'processing') {
       throw new OrderError('invalid_transition', `Order ${view.order_id} is ${view.status} and can no longer be cancelled.`);
     }
     return c.json(await engine.cancel(view.order_id), 202, { Location: statusUrl(view.order_id) });
   });
 
-  routes.post('/orders/:id/retry', requireRole('admin'), async (c) => {
-    const view = await findVisible(c.req.param('id'), c.var.user);
+  documented(routes, retryOrder, requireRole('admin'), async (c) => {
+    const view = await findVisible(c.req.param('id')!, c.var.user);
     return c.json(await engine.retry(view.order_id), 202, { Location: statusUrl(view.order_id) });
   });
 
-  routes.get('/orders', async (c) => {
+  documented(routes, listOrders, async (c) => {
     const query = validate(listQuerySchema, c.req.query(), '?');
     const user = c.var.user;
     const views = await engine.list({

@@ -34,6 +34,7 @@ const STATUS: Record<ErrorCode, [ContentfulStatusCode, string]> = {
   compensation_failed: [502, 'Compensation failed'],
   idempotency_key_reused: [422, 'Idempotency key reused'],
   auth_unavailable: [503, 'Token keys unavailable'],
+  not_ready: [503, 'Not ready'],
   malformed_request: [400, 'Malformed HTTP request'],
   missing_host: [400, 'Host header missing'],
   invalid_request_target: [400, 'Invalid request target'],

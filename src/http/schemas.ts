@@ -1,8 +1,10 @@
 import type { Context } from 'hono';
 import { z } from 'zod';
 import { OrderError } from '../domain/errors.js';
+import { ORDER_ID_PATTERN } from '../domain/ids.js';
 import { PIPELINE_STATUSES } from '../domain/order.js';
 import { readBody } from './body.middleware.js';
+import { IDEMPOTENCY_KEY_PATTERN } from './idempotency.js';
 
 const text = (max: number) => z.string().trim().min(1).max(max);
 export const skuSchema = z
@@ -45,6 +47,37 @@ export const listQuerySchema = z.strictObject({
   status: z.enum(PIPELINE_STATUSES).optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().regex(/^ord_[0-9A-Z]{26}$/, 'a cursor from a previous page').optional(),
+});
+
+/** `/orders/{id}`: any other text is answered 404, like an order that does not exist. */
+export const orderIdParams = z.object({ id: z.string().regex(ORDER_ID_PATTERN).describe('An order id, `ord_` and a ULID.') });
+/** `/inventory/{sku}`. */
+export const skuParams = z.object({ sku: skuSchema });
+
+/** The headers order creation reads (idempotency.ts checks the key against the same pattern). */
+export const createOrderHeaders = z.object({
+  'Idempotency-Key': z
+    .string()
+    .regex(IDEMPOTENCY_KEY_PATTERN)
+    .optional()
+    .describe('1–255 printable ASCII characters. The same caller, key and body get the first answer again, and no new order.'),
+});
+
+/** What the asynchronous create answers at once. */
+export const acceptedOrderSchema = z.object({
+  order_id: z.string(),
+  status: z.enum(PIPELINE_STATUSES),
+  status_url: z.string(),
+});
+
+/** A product as the API shows it. */
+export const productViewSchema = z.object({
+  sku: z.string(),
+  name: z.string(),
+  price_cents: z.int(),
+  available: z.int(),
+  reserved: z.int(),
+  sold: z.int(),
 });
 
 /** Parses with a schema or throws `validation_failed` listing every problem by JSON Pointer path. */

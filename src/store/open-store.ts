@@ -14,6 +14,12 @@ export interface OpenedStore {
   inventoryWorker: InventoryStoreOptions;
   /** The main thread's SQLite connection; only on SQLite. */
   sqlite?: Db;
+  /**
+   * Resolves when the store takes writes now; rejects saying why not (for /readyz). SQLite: a
+   * write lock taken and given back on a connection of its own, without waiting in the event
+   * loop; PostgreSQL: a new connection is to a writable primary and not read-only.
+   */
+  probeWrite(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -27,15 +33,50 @@ export async function openStore(config: Config, logger: Logger): Promise<OpenedS
   if (url !== undefined) {
     const { openPostgresStore } = await import('./postgres/postgres.stores.js');
     const store = await openPostgresStore({ url, logger, poolSize: config.database.poolSize });
-    return { kind: 'postgres', stores: store.stores, cluster: store.cluster, inventoryWorker: { kind: 'postgres', url }, close: store.close };
+    const { default: pg } = await import('pg');
+    // A connection of its own each time: what a new connection gets (the pool's may predate a change).
+    const probeWrite = async () => {
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000, statement_timeout: 2000 });
+      client.on('error', () => undefined);
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ writable: boolean }>(
+          `SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable`,
+        );
+        if (!rows[0]?.writable) throw new Error('the database is read-only');
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    };
+    return { kind: 'postgres', stores: store.stores, cluster: store.cluster, inventoryWorker: { kind: 'postgres', url }, probeWrite, close: store.close };
   }
   const { openSqliteStore } = await import('./sqlite/sqlite.stores.js');
   const store = openSqliteStore(config.dbPath, logger);
+  const { default: Database } = await import('better-sqlite3');
+  let probe: InstanceType<typeof Database> | undefined;
+  const probeWrite = async () => {
+    // timeout 0: a busy lock is waited for here, with timers, never by blocking the event loop.
+    probe ??= new Database(config.dbPath, { fileMustExist: true, timeout: 0 });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        probe.exec('BEGIN IMMEDIATE');
+        probe.exec('ROLLBACK');
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || attempt >= 20) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    }
+  };
   return {
     kind: 'sqlite',
     stores: store.stores,
     inventoryWorker: { kind: 'sqlite', dbPath: config.dbPath },
     sqlite: store.db,
-    close: async () => store.close(),
+    probeWrite,
+    close: async () => {
+      probe?.close();
+      store.close();
+    },
   };
 }

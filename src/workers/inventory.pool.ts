@@ -8,6 +8,10 @@ import { unwrapStockResult, type BatchTask, type StockOp, type StockResult } fro
 /** Reserve and release on worker threads; failures arrive as `OrderError` with the worker's code. */
 export interface InventoryPool extends Pick<Inventory, 'reserve' | 'release'> {
   readonly threads: number;
+  /** For /metrics: tasks waiting for a thread, the threads' busy share since start (0..1), live threads. */
+  stats(): { queueSize: number; utilization: number; threads: number };
+  /** For /readyz: false once closed or when no worker thread is running. */
+  readonly alive: boolean;
   close(): Promise<void>;
 }
 
@@ -84,10 +88,18 @@ export function createInventoryPool(options: InventoryPoolOptions): InventoryPoo
     return unwrapStockResult(result);
   }
 
+  let closed = false;
   return {
     threads: options.threads,
+    stats: () => ({ queueSize: pool.queueSize, utilization: pool.utilization, threads: pool.threads.length }),
+    get alive() {
+      return !closed && pool.threads.length > 0;
+    },
     reserve: async (orderId, items) => (await call({ op: 'reserve', order_id: orderId, items: [...items] }))!,
     release: (orderId) => call({ op: 'release', order_id: orderId }),
-    close: () => pool.destroy(),
+    close: () => {
+      closed = true;
+      return pool.destroy();
+    },
   };
 }

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
+import { checkResponse } from '../support/openapi.js';
 import { readmeErrorCodes } from '../support/readme.js';
 import { send, type RawRequest, type RawResponse } from './raw-http.js';
 import { concretise, printableHeaders, requestArbitrary, type FuzzTarget } from './requests.js';
@@ -62,6 +63,30 @@ export function judge(req: RawRequest, res: RawResponse | null, codes: ReadonlyM
   return null;
 }
 
+/** Refused by the HTTP server before any route runs (src/http/server.ts): no operation's answer. */
+const BEFORE_ROUTING = new Set(['malformed_request', 'missing_host', 'invalid_request_target', 'headers_too_large', 'request_timeout', 'expectation_failed']);
+
+/** What in this answer /openapi.json does not describe, or null. */
+async function undocumented(req: RawRequest, res: RawResponse): Promise<string | null> {
+  const text = res.body.toString('utf8');
+  if (res.headers.get('content-type')?.startsWith('application/problem+json')) {
+    try {
+      if (BEFORE_ROUTING.has((JSON.parse(text) as { code?: string }).code ?? '')) return null;
+    } catch {
+      /* judged already */
+    }
+  }
+  const headers = new Headers();
+  for (const [name, value] of res.headers) headers.set(name, value);
+  const bodyless = req.method === 'HEAD' || res.status === 204 || res.status === 304;
+  try {
+    await checkResponse(new Response(bodyless ? null : text, { status: res.status, headers }), req.method, req.target.startsWith('/') || /^https?:/.test(req.target) ? req.target : `/${req.target}`);
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 /** Runs the fuzz; throws (with fast-check's shrunk counterexample and seed) on the first bad answer. */
@@ -81,7 +106,7 @@ export async function runFuzz(server: FuzzServer, target: FuzzTarget, options: F
     const res = await send(server.port, raw);
     requests++;
     if (requests % 1000 === 0) options.progress?.(requests);
-    const wrong = judge(raw, res, codes);
+    const wrong = judge(raw, res, codes) ?? (await undocumented(raw, res!));
     if (wrong) throw new Error(`${wrong}\nrequest: ${raw.method} ${raw.target.slice(0, 200)}\nheaders: ${JSON.stringify(raw.headers).slice(0, 600)}\nbody: ${raw.body?.subarray(0, 300).toString('utf8')}`);
     statuses[res!.status] = (statuses[res!.status] ?? 0) + 1;
     kinds.add(req.kind);

@@ -7,6 +7,7 @@ import { createLogger } from '../../src/logger.js';
 import { FakeEngine, memoryStores } from '../support/fake-engine.js';
 import { orderBody, TEST_SECRET, type TestResponse } from '../support/service.js';
 import { sampleView } from '../store/contract/harness.js';
+import { checkedRequest } from '../support/openapi.js';
 
 /*
  * The HTTP layer alone, in front of a fake engine: how each engine outcome is answered,
@@ -39,7 +40,7 @@ beforeEach(async () => {
 });
 
 const call = async (method: string, path: string, token: string, body?: unknown, headers: Record<string, string> = {}) =>
-  (await app.request(path, {
+  (await checkedRequest(app, path, {
     method,
     headers: { Authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),

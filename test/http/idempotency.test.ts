@@ -4,6 +4,7 @@ import { createLogger } from '../../src/logger.js';
 import { createService } from '../../src/main.js';
 import { committed } from '../support/ledger.js';
 import { orderBody, startTestService, TEST_SECRET, type TestService } from '../support/service.js';
+import { checkedRequest } from '../support/openapi.js';
 
 let svc: TestService;
 let alice: string;
@@ -92,7 +93,7 @@ describe('Idempotency-Key', () => {
     const config = loadConfig({ DB_PATH: svc.config.dbPath, DATABASE_URL: svc.config.database.url ?? '', JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', SEED_DEMO: 'false' });
     const second = await createService(config, createLogger('silent'));
     try {
-      const res = await second.app.request('/api/v1/pipeline/orders', {
+      const res = await checkedRequest(second.app, '/api/v1/pipeline/orders', {
         method: 'POST',
         headers: { Authorization: `Bearer ${alice}`, 'Content-Type': 'application/json', 'Idempotency-Key': 'key-restart' },
         body: JSON.stringify(orderBody()),

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jwks, providerKey, signToken, startJwksServer, type JwksServer, type ProviderKey } from '../support/identity-provider.js';
 import { startServerProcess } from '../support/process.js';
 import { startTestService, type TestResponse, type TestService } from '../support/service.js';
+import { checkedFetch } from '../support/openapi.js';
 
 /*
  * Tokens from an identity provider: a JWKS endpoint served by the test on 127.0.0.1 with real RSA,
@@ -246,9 +247,9 @@ describe('a real server process with JWT_JWKS_URL', () => {
     const idp = await startJwksServer([ed]);
     const server = await startServerProcess({ DB_PATH: join(dir, 'p.db'), JWT_SECRET: '', JWT_JWKS_URL: idp.url, LOG_LEVEL: 'warn' });
     try {
-      const ok = await fetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(ed)}` } });
+      const ok = await checkedFetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(ed)}` } });
       expect(ok.status).toBe(200);
-      const forged = await fetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(stranger)}` } });
+      const forged = await checkedFetch(`${server.url}${route}`, { headers: { Authorization: `Bearer ${await signToken(stranger)}` } });
       expect(forged.status).toBe(401);
       expect(server.output()).not.toContain('user token');
     } finally {

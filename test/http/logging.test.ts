@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createService } from '../../src/main.js';
 import { orderBody, TEST_SECRET } from '../support/service.js';
+import { checkedRequest } from '../support/openapi.js';
 
 describe('structured logs', () => {
   it('carry order_id and stage on order lines, codes on failures and compensations, and request id, status and duration on request lines', async () => {
@@ -23,7 +24,7 @@ describe('structured logs', () => {
     const svc = await createService(config, createLogger('debug', sink));
     try {
       const token = await mintToken({ secret: TEST_SECRET, sub: 'alice', role: 'user' });
-      const res = await svc.app.request('/api/v1/pipeline/orders', {
+      const res = await checkedRequest(svc.app, '/api/v1/pipeline/orders', {
         method: 'POST',
         headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'X-Request-Id': 'req-log-1' },
         body: JSON.stringify(orderBody({ items: [{ sku: 'SKU-MUG', quantity: 1 }], country: 'AQ' })),

@@ -6,6 +6,7 @@ import { createHttpServer } from '../../src/http/server.js';
 import { RATE_LIMIT_TABLE } from '../../src/http/rate-limit.store.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { startTestService, type TestService } from '../support/service.js';
+import { checkedFetch } from '../support/openapi.js';
 
 /*
  * On PostgreSQL without Redis, the per-address limit holds for the service as a whole: two
@@ -37,7 +38,7 @@ describe('the per-address rate limit on PostgreSQL', () => {
   it('holds across instances sharing one database, with the counters in that database', async () => {
     database = await createTestDatabase('rate-limit');
     const [a, b] = [await instance(database.url), await instance(database.url)];
-    const anonymous = (url: string) => fetch(`${url}/api/v1/inventory`).then((r) => ({ status: r.status, remaining: r.headers.get('ratelimit-remaining') }));
+    const anonymous = (url: string) => checkedFetch(`${url}/api/v1/inventory`).then((r) => ({ status: r.status, remaining: r.headers.get('ratelimit-remaining') }));
     expect([(await anonymous(a)).status, (await anonymous(b)).status, (await anonymous(a)).status]).toEqual([401, 401, 401]);
     expect(await anonymous(b)).toEqual({ status: 429, remaining: '0' });
     const db = new pg.Client({ connectionString: database.url });

@@ -10,6 +10,7 @@ import { createLogger } from '../../src/logger.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { freePort, run } from '../support/process.js';
 import { startTestService, type TestService } from '../support/service.js';
+import { checkedFetch } from '../support/openapi.js';
 
 /*
  * The per-address limit before authentication, over real sockets: each instance is the real service
@@ -58,7 +59,7 @@ async function start(env: Record<string, string> = {}): Promise<Instance> {
 
 /** A request without a token: it is refused by authentication, unless the address limit refuses it first. */
 async function anonymous(server: Instance, forwardedFor?: string) {
-  const res = await fetch(`${server.url}/api/v1/inventory`, { headers: forwardedFor ? { 'X-Forwarded-For': forwardedFor } : {} });
+  const res = await checkedFetch(`${server.url}/api/v1/inventory`, { headers: forwardedFor ? { 'X-Forwarded-For': forwardedFor } : {} });
   return { status: res.status, headers: res.headers, body: (await res.json()) as any };
 }
 
@@ -102,7 +103,7 @@ describe('the per-address rate limit', () => {
     // Without TRUST_PROXY, X-Forwarded-For is the client's word and changes nothing.
     expect(await statuses(server, 2, '203.0.113.50')).toEqual([429, 429]);
     // /healthz is not limited (load balancers probe it).
-    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect((await checkedFetch(`${server.url}/healthz`)).status).toBe(200);
   });
 
   it('believes X-Forwarded-For only from a TRUST_PROXY address, reads it right to left, and counts IPv6 clients by /64', async () => {

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../scripts/support/free-port.js';
+import { checkResponse } from './openapi.js';
 
 export { freePort };
 
@@ -66,7 +67,7 @@ export function run(cmd: string, args: string[], env: Record<string, string>, ti
   });
 }
 
-/** A small JSON client for a server process. */
+/** A small JSON client for a server process; each answer is checked against /openapi.json. */
 export function client(url: string, token: string) {
   return async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(`${url}${path}`, {
@@ -74,6 +75,7 @@ export function client(url: string, token: string) {
       headers: { Authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'Content-Type': 'application/json' }), ...headers },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
+    await checkResponse(res, method, path);
     return { status: res.status, headers: res.headers, body: (await res.json()) as any };
   };
 }

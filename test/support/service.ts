@@ -7,6 +7,7 @@ import { createLogger, type Logger } from '../../src/logger.js';
 import { createService, type Service, type ServiceOverrides } from '../../src/main.js';
 import type { ProductInput } from '../../src/store/store.ports.js';
 import { closeReaders } from './ledger.js';
+import { checkResponse } from './openapi.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!';
@@ -17,7 +18,7 @@ export type TestResponse = Omit<Response, 'json'> & { json(): Promise<any> };
 export interface TestService extends Service {
   dir: string;
   token(sub: string, role?: 'user' | 'admin'): Promise<string>;
-  /** `app.request()` with a bearer token and a JSON body. */
+  /** `app.request()` with a bearer token and a JSON body; the answer is checked against /openapi.json. */
   call(method: string, path: string, options?: { token?: string; body?: unknown; headers?: Record<string, string> }): Promise<TestResponse>;
   stop(): Promise<void>;
 }
@@ -82,7 +83,9 @@ export async function startTestService(
         (init.headers as Record<string, string>)['Content-Type'] ??= 'application/json';
         init.body = typeof body === 'string' ? body : JSON.stringify(body);
       }
-      return (await service.app.request(path, init)) as TestResponse;
+      const res = await service.app.request(path, init);
+      await checkResponse(res, method, path);
+      return res as TestResponse;
     },
     async stop() {
       await closeReaders(base);
