@@ -10,6 +10,7 @@ import { SimulatedCarrier, type Carrier } from './gateways/carrier.gateway.js';
 import { StoreNotifier, type Notifier } from './gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
+import { OrderStreams } from './http/order-streams.js';
 import { createRateLimitStore } from './http/rate-limit.store.js';
 import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
@@ -99,8 +100,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
     retry: config.retry,
     ...(overrides.inspect ? { inspect: overrides.inspect } : {}),
   });
+  const streams = new OrderStreams({ engine, ...config.sse });
   const app = createApp({
     engine,
+    streams,
     catalog: stores.catalog,
     logger,
     auth: {
@@ -144,6 +147,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);
+      // Open event streams would hold the server's close open until their orders end: close them now;
+      // clients resume with Last-Event-ID (on another instance, or here after the restart).
+      const streamsClosed = streams.closeAll();
+      if (streamsClosed > 0) logger.info({ streams: streamsClosed }, 'closed open event streams');
       const { settled, stopped } = await engine.drain(graceMs);
       logger.info({ settled, stopped }, 'order actors drained; unfinished ones resume at the next start');
     },

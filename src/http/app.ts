@@ -9,6 +9,8 @@ import { addressKey, clientAddress } from './client-address.middleware.js';
 import { cors } from './cors.middleware.js';
 import { createIdempotency } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
+import { orderEventsRoutes } from './order-events.routes.js';
+import type { OrderStreams } from './order-streams.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
@@ -30,6 +32,8 @@ export interface AppDeps {
   syncWaitMs: number;
   idempotency: { store: IdempotencyStore; ttlHours: number };
   maxBodyBytes?: number;
+  /** Open event streams and their limits (main.ts closes them on shutdown); absent, a default set. */
+  streams?: OrderStreams;
 }
 
 /** The whole HTTP API as a Hono app; `main.ts` serves it, tests call `app.request()`. */
@@ -58,6 +62,7 @@ export function createApp(deps: AppDeps): Hono {
   });
   api.route('/pipeline', ordersRoutes({ ...deps, idempotent: createIdempotency(deps.idempotency) }));
   api.route('/inventory', inventoryRoutes(deps));
+  api.route('/pipeline', orderEventsRoutes(deps));
   app.route('/api/v1', api);
 
   app.notFound((c) => problemResponse(c, problemFor('not_found', `No route for ${c.req.method} ${c.req.path}.`)));

@@ -47,7 +47,7 @@ export class FakeEngine implements OrderEngine {
   }
   async history(orderId: string) {
     const view = this.views.get(orderId);
-    return view ? [{ order_id: orderId, seq: 1, view }] : [];
+    return view ? [{ order_id: orderId, seq: 1, at: view.updated_at, view }] : [];
   }
   async cancel(orderId: string) {
     this.calls.push({ method: 'cancel', args: [orderId] });

@@ -1,0 +1,267 @@
+import { OpenAPIHono, createRoute, z, type Hook } from '@hono/zod-openapi';
+import type { Env } from 'hono';
+import { OrderError, type ErrorCode } from '../domain/errors.js';
+import { ORDER_ID_PATTERN } from '../domain/ids.js';
+import type { OrderChange, OrderEngine } from '../orders/order.engine.js';
+import { orderViewSchema, pipelineStatusSchema, type OrderView } from '../orders/order.view.js';
+import type { AuthUser } from './auth.middleware.js';
+import { OrderStreams, type StreamTicket } from './order-streams.js';
+
+/*
+ * `/api/v1/pipeline/…`: an order's live status as Server-Sent Events, its change history, and a
+ * feed of every visible order's changes for the /ui page.
+ *
+ * The page's orders table listens to that feed instead of polling the list: one stream per open
+ * page, and a change is on screen as soon as it is committed, where polling would either lag or
+ * cost a list query per page per second whether anything changed or not.
+ */
+
+export interface OrderEventsRoutesDeps {
+  engine: OrderEngine;
+  /** The open streams; absent (tests of the HTTP layer alone), a default with the standard limits. */
+  streams?: OrderStreams;
+}
+
+/** Final states: the stream ends after one of these. `compensation_failed` is parked, not final: an admin may retry it. */
+const FINAL = new Set<OrderView['status']>(['completed', 'failed', 'cancelled']);
+const HISTORY_PAGE = 200;
+
+const problemSchema = z
+  .looseObject({
+    type: z.string(),
+    title: z.string(),
+    status: z.int(),
+    detail: z.string(),
+    code: z.string(),
+    instance: z.string().optional(),
+    request_id: z.string().optional(),
+  })
+  .openapi('StreamProblem');
+
+function problems(description: string, ...codes: ErrorCode[]) {
+  return {
+    description: `${description} (\`code\`: ${codes.map((c) => `\`${c}\``).join(', ')})`,
+    content: { 'application/problem+json': { schema: problemSchema } },
+  };
+}
+
+const orderIdParam = z.object({
+  id: z.string().openapi({ param: { name: 'id', in: 'path' }, description: 'An order id (`ord_…`); anything else is 404, as for an unknown order.' }),
+});
+
+const eventStreamHeaders = z.object({
+  'last-event-id': z
+    .string()
+    .optional()
+    .openapi({ description: 'Resume: the `id` of the last event received; the changes after it are sent first. A non-negative integer.' }),
+});
+
+const changeSchema = z
+  .object({
+    seq: z.int().openapi({ description: 'The change sequence number: 1 for the first state, one more per commit.' }),
+    at: z.string().openapi({ description: 'When the change was committed (ISO 8601).' }),
+    state: z.string(),
+    status: pipelineStatusSchema,
+    stages: orderViewSchema.shape.stages,
+    failure: orderViewSchema.shape.failure,
+  })
+  .openapi('OrderChange');
+
+const historyQuery = z.object({
+  after: z.coerce.number().int().min(0).default(0).openapi({ description: 'Only changes with `seq` above this (a `next_after` from a previous page).' }),
+  limit: z.coerce.number().int().min(1).max(HISTORY_PAGE).default(50),
+});
+
+const sseContent = {
+  'text/event-stream': {
+    schema: z.string().openapi({
+      description: 'Server-Sent Events: `event: state`, `id: <seq>`, `data: <OrderView JSON>` per committed change; `: keep-alive` comments between.',
+    }),
+  },
+};
+
+const eventsRoute = createRoute({
+  method: 'get',
+  path: '/orders/{id}/events',
+  summary: "An order's live status (Server-Sent Events)",
+  description:
+    "Starts with the order's current state (or, with `Last-Event-ID`, the changes after it), then sends each committed change as it happens, and ends after a final state (`completed`, `failed`, `cancelled`). A parked order (`compensation_failed`) keeps its stream open, since an admin may retry it. Owner or admin.",
+  security: [{ bearerAuth: [] }],
+  request: { params: orderIdParam, headers: eventStreamHeaders },
+  responses: {
+    200: { description: 'The event stream', content: sseContent },
+    400: problems('A bad `Last-Event-ID`', 'invalid_last_event_id'),
+    401: problems('No or a bad token', 'unauthorized', 'token_expired'),
+    404: problems('No such order, or another user’s', 'not_found'),
+    429: problems('Too many streams open for this user, or over the rate limit', 'too_many_streams', 'rate_limited'),
+    503: problems('No stream capacity left, or the service is shutting down', 'streams_unavailable', 'shutting_down'),
+  },
+});
+
+const feedRoute = createRoute({
+  method: 'get',
+  path: '/events',
+  summary: 'Changes of every order the caller may see (Server-Sent Events)',
+  description:
+    "Each committed change of the caller's orders (an admin's: every order) as `event: change` with `data: {order_id, seq, at, view}`, until the client disconnects or the service shuts down. No replay: load the list first (after connecting) and apply the changes newer than what it showed.",
+  security: [{ bearerAuth: [] }],
+  responses: {
+    200: { description: 'The event stream', content: sseContent },
+    401: problems('No or a bad token', 'unauthorized', 'token_expired'),
+    429: problems('Too many streams open for this user, or over the rate limit', 'too_many_streams', 'rate_limited'),
+    503: problems('No stream capacity left, or the service is shutting down', 'streams_unavailable', 'shutting_down'),
+  },
+});
+
+const historyRoute = createRoute({
+  method: 'get',
+  path: '/orders/{id}/history',
+  summary: "An order's committed changes, oldest first",
+  description: 'What the event stream replays from: each committed change with its sequence number, time, state, status and stage records. Owner or admin.',
+  security: [{ bearerAuth: [] }],
+  request: { params: orderIdParam, query: historyQuery },
+  responses: {
+    200: {
+      description: 'One page of changes; `next_after` is null on the last page',
+      content: { 'application/json': { schema: z.object({ items: z.array(changeSchema), next_after: z.int().nullable() }).openapi('OrderHistory') } },
+    },
+    400: problems('A bad `after` or `limit`', 'validation_failed'),
+    401: problems('No or a bad token', 'unauthorized', 'token_expired'),
+    404: problems('No such order, or another user’s', 'not_found'),
+    429: problems('Over the rate limit', 'rate_limited'),
+  },
+});
+
+/** Invalid params or query: the same `validation_failed` problem, by JSON Pointer, as the other routes. */
+const validationHook: Hook<unknown, Env, string, unknown> = (result) => {
+  if (result.success) return;
+  const root = result.target === 'query' ? '?' : result.target === 'header' ? 'headers' : '';
+  const errors = result.error.issues.map((issue) => ({
+    path: `${root}/${issue.path.map(String).join('/')}`.replace(/\/$/, '') || '/',
+    message: issue.message,
+  }));
+  throw new OrderError('validation_failed', `The request is not valid: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, { details: { errors } });
+};
+
+export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine, heartbeatMs: 15_000, maxStreams: 500, maxStreamsPerUser: 10 }) }: OrderEventsRoutesDeps) {
+  const routes = new OpenAPIHono({ defaultHook: validationHook });
+
+  /** The order if it exists and the caller may see it; otherwise 404, never revealing that it exists. */
+  async function findVisible(id: string, user: AuthUser): Promise<OrderView> {
+    const view = ORDER_ID_PATTERN.test(id) ? await engine.get(id) : null;
+    if (!view || (user.role !== 'admin' && view.user_id !== user.id)) throw new OrderError('not_found', `Order ${id} not found.`);
+    return view;
+  }
+
+  /** Every change after `afterSeq`, page by page. */
+  async function changesAfter(orderId: string, afterSeq: number, each: (change: OrderChange) => void): Promise<void> {
+    for (let after = afterSeq; ; ) {
+      const page = await engine.history(orderId, after, HISTORY_PAGE);
+      for (const change of page) each(change);
+      if (page.length < HISTORY_PAGE) return;
+      after = page.at(-1)!.seq;
+    }
+  }
+
+  routes.openapi(eventsRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    const resumeFrom = parseLastEventId(c.req.header('Last-Event-ID'));
+    await findVisible(id, c.var.user);
+    const ticket = streams.admit(c.var.user.id);
+    try {
+      await streamOrder(ticket, id, resumeFrom);
+    } catch (err) {
+      ticket.writer.close();
+      throw err;
+    }
+    return sseResponse(ticket);
+  });
+
+  /**
+   * Subscribes first and buffers, then reads what is stored (the current state, or the changes
+   * after `resumeFrom`), then sends the buffer: every change is sent once, in `seq` order, none
+   * lost between the read and the subscription. A gap in what arrives live (a change another
+   * instance committed and this one was not told of) is filled from the history.
+   */
+  async function streamOrder({ writer, watch }: StreamTicket, orderId: string, resumeFrom: number | null): Promise<void> {
+    let lastSeq = resumeFrom ?? 0;
+    let buffer: OrderChange[] | null = [];
+    let chain = Promise.resolve();
+    const send = (change: OrderChange) => {
+      if (writer.isClosed || change.seq <= lastSeq) return;
+      writer.event('state', JSON.stringify(change.view), change.seq);
+      lastSeq = change.seq;
+      if (FINAL.has(change.view.status)) writer.close();
+    };
+    const deliver = (change: OrderChange) => {
+      chain = chain
+        .then(async () => {
+          if (writer.isClosed || change.seq <= lastSeq) return;
+          if (change.seq > lastSeq + 1) await changesAfter(orderId, lastSeq, (c) => c.seq < change.seq && send(c));
+          send(change);
+        })
+        .catch(() => writer.close()); // the client reconnects with Last-Event-ID
+    };
+    watch(orderId, (change) => (buffer ? buffer.push(change) : deliver(change)));
+
+    const current = await engine.get(orderId);
+    if (resumeFrom === null) {
+      let latest: OrderChange | undefined;
+      await changesAfter(orderId, 0, (change) => (latest = change));
+      if (latest) send(latest);
+      else if (current) writer.event('state', JSON.stringify(current)); // no history kept: the state alone, without an id
+    } else {
+      await changesAfter(orderId, resumeFrom, send);
+    }
+    const pending = buffer;
+    buffer = null;
+    for (const change of pending) deliver(change);
+    await chain;
+    // Resumed at or past the final state: nothing more will ever be sent.
+    if (current && FINAL.has(current.status)) writer.close();
+  }
+
+  routes.openapi(feedRoute, async (c) => {
+    const user = c.var.user;
+    const ticket = streams.admit(user.id);
+    ticket.watch(null, (change) => {
+      if (user.role === 'admin' || change.view.user_id === user.id) {
+        ticket.writer.event('change', JSON.stringify({ order_id: change.order_id, seq: change.seq, at: change.at, view: change.view }));
+      }
+    });
+    return sseResponse(ticket);
+  });
+
+  routes.openapi(historyRoute, async (c) => {
+    const { id } = c.req.valid('param');
+    const { after, limit } = c.req.valid('query');
+    await findVisible(id, c.var.user);
+    const changes = await engine.history(id, after, limit + 1);
+    const page = changes.slice(0, limit).map(({ seq, at, view }) => ({ seq, at, state: view.state, status: view.status, stages: view.stages, failure: view.failure }));
+    return c.json({ items: page, next_after: changes.length > limit ? page.at(-1)!.seq : null }, 200);
+  });
+
+  return routes;
+}
+
+/** `Last-Event-ID`: absent, or the `seq` of a change (a non-negative integer). */
+function parseLastEventId(value: string | undefined): number | null {
+  if (value === undefined) return null;
+  const trimmed = value.trim();
+  if (!/^\d{1,15}$/.test(trimmed)) {
+    throw new OrderError('invalid_last_event_id', 'Last-Event-ID must be the id of an event of this stream: a non-negative integer.');
+  }
+  return Number(trimmed);
+}
+
+function sseResponse({ writer }: StreamTicket): Response {
+  return new Response(writer.body, {
+    status: 200,
+    headers: {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-store',
+      // nginx and similar proxies would otherwise hold events back in their buffers.
+      'X-Accel-Buffering': 'no',
+    },
+  });
+}
