@@ -1,11 +1,12 @@
 import { OpenAPIHono, createRoute, z, type Hook } from '@hono/zod-openapi';
-import type { Env } from 'hono';
+import type { Context, Env } from 'hono';
 import { OrderError, type ErrorCode } from '../domain/errors.js';
 import { ORDER_ID_PATTERN } from '../domain/ids.js';
 import type { OrderChange, OrderEngine } from '../orders/order.engine.js';
 import { orderViewSchema, pipelineStatusSchema, type OrderView } from '../orders/order.view.js';
 import type { AuthUser } from './auth.middleware.js';
 import { OrderStreams, type StreamTicket } from './order-streams.js';
+import { problemFor, problemResponse } from './problem.js';
 
 /*
  * `/api/v1/pipeline/…`: an order's live status as Server-Sent Events, its change history, and a
@@ -90,6 +91,7 @@ const eventsRoute = createRoute({
   request: { params: orderIdParam, headers: eventStreamHeaders },
   responses: {
     200: { description: 'The event stream', content: sseContent },
+    204: { description: 'Nothing left to send: resumed at or after the final state (EventSource clients stop reconnecting on a 204)' },
     400: problems('A bad `Last-Event-ID`', 'invalid_last_event_id'),
     401: problems('No or a bad token', 'unauthorized', 'token_expired'),
     404: problems('No such order, or another user’s', 'not_found'),
@@ -153,6 +155,18 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
     return view;
   }
 
+  /** A place for one more stream, or the problem refusing it; a full or draining instance says when to come back. */
+  function admit(c: Context): StreamTicket | Response {
+    try {
+      return streams.admit(c.var.user.id);
+    } catch (err) {
+      if (err instanceof OrderError && (err.code === 'shutting_down' || err.code === 'streams_unavailable')) {
+        return problemResponse(c, problemFor(err.code, err.message), { 'Retry-After': '5' });
+      }
+      throw err;
+    }
+  }
+
   /** Every change after `afterSeq`, page by page. */
   async function changesAfter(orderId: string, afterSeq: number, each: (change: OrderChange) => void): Promise<void> {
     for (let after = afterSeq; ; ) {
@@ -167,13 +181,16 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
     const { id } = c.req.valid('param');
     const resumeFrom = parseLastEventId(c.req.header('Last-Event-ID'));
     await findVisible(id, c.var.user);
-    const ticket = streams.admit(c.var.user.id);
+    const ticket = admit(c);
+    if (ticket instanceof Response) return ticket;
+    let sent: number;
     try {
-      await streamOrder(ticket, id, resumeFrom);
+      sent = await streamOrder(ticket, id, resumeFrom);
     } catch (err) {
       ticket.writer.close();
       throw err;
     }
+    if (sent === 0 && ticket.writer.isClosed) return c.body(null, 204);
     return sseResponse(ticket);
   });
 
@@ -183,14 +200,16 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
    * lost between the read and the subscription. A gap in what arrives live (a change another
    * instance committed and this one was not told of) is filled from the history.
    */
-  async function streamOrder({ writer, watch }: StreamTicket, orderId: string, resumeFrom: number | null): Promise<void> {
+  async function streamOrder({ writer, watch }: StreamTicket, orderId: string, resumeFrom: number | null): Promise<number> {
     let lastSeq = resumeFrom ?? 0;
+    let sent = 0;
     let buffer: OrderChange[] | null = [];
     let chain = Promise.resolve();
     const send = (change: OrderChange) => {
       if (writer.isClosed || change.seq <= lastSeq) return;
       writer.event('state', JSON.stringify(change.view), change.seq);
       lastSeq = change.seq;
+      sent++;
       if (FINAL.has(change.view.status)) writer.close();
     };
     const deliver = (change: OrderChange) => {
@@ -209,7 +228,10 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
       let latest: OrderChange | undefined;
       await changesAfter(orderId, 0, (change) => (latest = change));
       if (latest) send(latest);
-      else if (current) writer.event('state', JSON.stringify(current)); // no history kept: the state alone, without an id
+      else if (current) {
+        writer.event('state', JSON.stringify(current)); // no history kept: the state alone, without an id
+        sent++;
+      }
     } else {
       await changesAfter(orderId, resumeFrom, send);
     }
@@ -219,11 +241,13 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
     await chain;
     // Resumed at or past the final state: nothing more will ever be sent.
     if (current && FINAL.has(current.status)) writer.close();
+    return sent;
   }
 
   routes.openapi(feedRoute, async (c) => {
     const user = c.var.user;
-    const ticket = streams.admit(user.id);
+    const ticket = admit(c);
+    if (ticket instanceof Response) return ticket;
     ticket.watch(null, (change) => {
       if (user.role === 'admin' || change.view.user_id === user.id) {
         ticket.writer.event('change', JSON.stringify({ order_id: change.order_id, seq: change.seq, at: change.at, view: change.view }));
