@@ -17,6 +17,7 @@ import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
 import type { RateLimitStore } from './rate-limit.store.js';
 import { requestLog } from './request-log.middleware.js';
 import { securityHeaders } from './security-headers.middleware.js';
+import { uiRoutes } from './ui.routes.js';
 
 export interface AppDeps {
   engine: OrderEngine;
@@ -64,6 +65,7 @@ export function createApp(deps: AppDeps): Hono {
   api.route('/inventory', inventoryRoutes(deps));
   api.route('/pipeline', orderEventsRoutes(deps));
   app.route('/api/v1', api);
+  app.route('/ui', uiRoutes());
 
   app.notFound((c) => problemResponse(c, problemFor('not_found', `No route for ${c.req.method} ${c.req.path}.`)));
   app.onError((err, c) => {
