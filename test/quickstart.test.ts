@@ -30,7 +30,9 @@ describe('the README', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
 
-    const bodies = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    // JSON bodies one a line; then the event stream's lines (step 7) and the page's address (step 8).
+    const lines = stdout.trim().split('\n');
+    const bodies = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     const [inventory, created, status, declined, list] = bodies;
     expect(inventory.items.map((p: any) => p.sku)).toEqual(['SKU-HOODIE', 'SKU-MUG', 'SKU-POSTER', 'SKU-TSHIRT']);
     expect(created).toMatchObject({ status: 'completed', order: { total_cents: 3998 } });
@@ -39,5 +41,18 @@ describe('the README', () => {
     expect(declined).toMatchObject({ status: 402, code: 'payment_declined', order: { status: 'failed' } });
     expect(declined.order.stages.find((s: any) => s.name === 'reservation').status).toBe('compensated');
     expect(list.items).toHaveLength(3);
+
+    // 7: the stream of step 4's order: `event: state` blocks with increasing ids, ending at completed.
+    const events = [...stdout.matchAll(/^event: state\nid: (\d+)\ndata: (\{.*\})$/gm)].map(([, id, data]) => ({ seq: Number(id), view: JSON.parse(data!) }));
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((e) => e.view.order_id === status.order_id)).toBe(true);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => events[0]!.seq + i));
+    expect(events.at(-1)!.view.status).toBe('completed');
+    // 8: the page's address, which serves the page.
+    const pageUrl = lines.at(-1)!;
+    expect(pageUrl).toBe(`${server.url}/ui`);
+    const page = await fetch(pageUrl);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<title>ordersaga<\/title>/);
   });
 });
