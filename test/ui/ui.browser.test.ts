@@ -73,19 +73,19 @@ describe.skipIf(!haveBrowser)('the /ui page in chromium', () => {
     await page.click('#sign-in');
     await page.waitForSelector('#live:not([hidden])');
     await page.waitForSelector('#inventory tr[data-sku="SKU-TSHIRT"]');
-    await page.evaluate(() => ((window as any).__sameDocument = true));
+    await page.evaluate(() => ((globalThis as any).__sameDocument = true));
 
     const { body } = await client(server.url, alice)('POST', '/api/v1/pipeline/orders/async', order('tok_visa'));
     await page.waitForSelector(`#orders tr[data-order-id="${body.order_id}"] td.status-completed`, { timeout: 15_000 });
-    expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
+    expect(await page.evaluate(() => (globalThis as any).__sameDocument)).toBe(true);
     // The newest order is on top.
     expect(await page.getAttribute('#orders tbody tr:first-child', 'data-order-id')).toBe(body.order_id);
     // The inventory follows: the page shows what the API says was sold.
     const sold = (await client(server.url, alice)('GET', '/api/v1/inventory/SKU-TSHIRT')).body.sold;
-    await page.waitForFunction((n) => document.querySelector('#inventory tr[data-sku="SKU-TSHIRT"] td.sold')?.textContent === String(n), sold, { timeout: 5_000 });
+    await page.waitForFunction((n) => (globalThis as any).document.querySelector('#inventory tr[data-sku="SKU-TSHIRT"] td.sold')?.textContent === String(n), sold, { timeout: 5_000 });
 
     // The token is kept for this tab: a reload stays signed in.
-    expect(await page.evaluate(() => sessionStorage.getItem('ordersaga.token'))).toBe(alice);
+    expect(await page.evaluate(() => (globalThis as any).sessionStorage.getItem('ordersaga.token'))).toBe(alice);
   });
 
   it('opens a slow order, cancels it with the Cancel button and shows it end cancelled, with its stages and machine state', async () => {
@@ -97,7 +97,7 @@ describe.skipIf(!haveBrowser)('the /ui page in chromium', () => {
     await page.waitForSelector('#diagram svg g.current');
     expect(await page.isHidden('#retry-btn')).toBe(true); // a user never sees Retry
     await page.click('#cancel-btn');
-    await page.waitForFunction(() => document.querySelector('#detail-status')?.textContent === 'cancelled', undefined, { timeout: 15_000 });
+    await page.waitForFunction(() => (globalThis as any).document.querySelector('#detail-status')?.textContent === 'cancelled', undefined, { timeout: 15_000 });
     await page.waitForSelector(`${row} td.status-cancelled`);
     await page.waitForSelector('#diagram svg g.current[data-state="cancelled"]');
     expect(await page.isHidden('#cancel-btn')).toBe(true);
