@@ -3,9 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { mintToken } from '../../src/auth/tokens.js';
+import { OrderError } from '../../src/domain/errors.js';
+import { SimulatedPaymentGateway } from '../../src/gateways/payment.gateway.js';
+import { createHttpServer } from '../../src/http/server.js';
 import { client, ROOT, startServerProcess, type ServerProcess } from '../support/process.js';
-import { TEST_SECRET } from '../support/service.js';
+import { orderBody, startTestService, TEST_SECRET, type TestService } from '../support/service.js';
 
 /*
  * The /ui page in a real browser: Debian's chromium, headless, driven by playwright-core,
@@ -113,6 +118,55 @@ describe.skipIf(!haveBrowser)('the /ui page in chromium', () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'ui.png'), fullPage: true });
     expect(existsSync(join(ARTIFACTS, 'ui.png'))).toBe(true);
+  });
+
+  it('shows an admin the Retry button on a parked order, and the retried order running on to its end', async () => {
+    // In-process, to inject the fault: refunds fail three times (the order parks), then work.
+    let refunds = 0;
+    class FlakyRefunds extends SimulatedPaymentGateway {
+      override async refund(request: Parameters<SimulatedPaymentGateway['refund']>[0]) {
+        if (++refunds <= 3) throw new OrderError('payment_unavailable', `refund outage #${refunds}`);
+        return super.refund(request);
+      }
+    }
+    const svc: TestService = await startTestService(
+      { RETRY_MAX_ATTEMPTS: '3' },
+      { products: [{ sku: 'SKU-A', name: 'A', price_cents: 800, available: 10 }], overrides: { payments: (stores) => new FlakyRefunds(stores.payments, { slowMs: 10 }) } },
+    );
+    const http: Server = createHttpServer(svc.app, svc.config.http);
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    const adminPage = await context.newPage();
+    const errors: string[] = [];
+    adminPage.on('console', (msg) => msg.type() === 'error' && errors.push(msg.text()));
+    adminPage.on('pageerror', (err) => errors.push(String(err)));
+    try {
+      const parked = await (await svc.call('POST', '/api/v1/pipeline/orders', { token: await svc.token('alice'), body: orderBody({ country: 'AQ' }) })).json();
+      expect(parked.code).toBe('compensation_failed');
+
+      await adminPage.goto(`${url}/ui`);
+      await adminPage.fill('#token-input', await svc.token('ops', 'admin'));
+      await adminPage.click('#sign-in');
+      await adminPage.waitForSelector('#live:not([hidden])');
+      await adminPage.selectOption('#status-filter', 'compensation_failed');
+      const row = `#orders tr[data-order-id="${parked.order_id}"]`;
+      await adminPage.waitForSelector(`${row} td.status-compensation_failed`);
+      await adminPage.click(row);
+      await adminPage.waitForSelector('#retry-btn:not([hidden])');
+      await adminPage.waitForSelector('#diagram svg g.current[data-state="compensationFailed"]');
+      expect(await adminPage.textContent('#timeline li[data-stage="refund"]')).toMatch(/failed · 3 attempts[\s\S]*payment_unavailable/);
+      await adminPage.click('#retry-btn');
+      // The parked order's stream stayed open: the retry's changes arrive on it, to the final state.
+      await adminPage.waitForFunction(() => (globalThis as any).document.querySelector('#detail-status')?.textContent === 'failed', undefined, { timeout: 15_000 });
+      expect(await adminPage.isHidden('#retry-btn')).toBe(true);
+      expect(await adminPage.textContent('#timeline li[data-stage="refund"]')).toMatch(/succeeded/);
+      expect(errors).toEqual([]);
+    } finally {
+      await adminPage.close();
+      http.closeAllConnections();
+      await new Promise((r) => http.close(r));
+      await svc.stop();
+    }
   });
 
   it('logged no console errors and loaded nothing from outside the server', () => {
