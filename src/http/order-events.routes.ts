@@ -27,6 +27,14 @@ export interface OrderEventsRoutesDeps {
 const FINAL = new Set<OrderView['status']>(['completed', 'failed', 'cancelled']);
 const HISTORY_PAGE = 200;
 
+/** Each change is serialised once, however many streams send it (they share the change object). */
+const serialised = new WeakMap<OrderChange, string>();
+function viewJson(change: OrderChange): string {
+  let json = serialised.get(change);
+  if (json === undefined) serialised.set(change, (json = JSON.stringify(change.view)));
+  return json;
+}
+
 const problemSchema = z
   .looseObject({
     type: z.string(),
@@ -207,7 +215,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
     let chain = Promise.resolve();
     const send = (change: OrderChange) => {
       if (writer.isClosed || change.seq <= lastSeq) return;
-      writer.event('state', JSON.stringify(change.view), change.seq);
+      writer.event('state', viewJson(change), change.seq);
       lastSeq = change.seq;
       sent++;
       if (FINAL.has(change.view.status)) writer.close();
@@ -250,7 +258,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
     if (ticket instanceof Response) return ticket;
     ticket.watch(null, (change) => {
       if (user.role === 'admin' || change.view.user_id === user.id) {
-        ticket.writer.event('change', JSON.stringify({ order_id: change.order_id, seq: change.seq, at: change.at, view: change.view }));
+        ticket.writer.event('change', `{"order_id":${JSON.stringify(change.order_id)},"seq":${change.seq},"at":${JSON.stringify(change.at)},"view":${viewJson(change)}}`);
       }
     });
     return sseResponse(ticket);

@@ -95,6 +95,15 @@ export class SseWriter {
   }
 }
 
+/** One stream's failure must not keep the others from hearing of a change. */
+function tell(sink: ChangeSink, change: OrderChange): void {
+  try {
+    sink(change);
+  } catch {
+    // the sink's own stream is the one affected; it closes on its next write or its client's reconnect
+  }
+}
+
 export class OrderStreams {
   private readonly byOrder = new Map<string, Set<ChangeSink>>();
   private readonly feeds = new Set<ChangeSink>();
@@ -173,8 +182,8 @@ export class OrderStreams {
     if (this.unsubscribe) return;
     this.unsubscribe = this.options.engine.subscribe((changes) => {
       for (const change of changes) {
-        for (const sink of this.byOrder.get(change.order_id) ?? []) sink(change);
-        for (const sink of this.feeds) sink(change);
+        for (const sink of this.byOrder.get(change.order_id) ?? []) tell(sink, change);
+        for (const sink of this.feeds) tell(sink, change);
       }
     });
   }
