@@ -19,6 +19,7 @@ const BOTH_STORES = [
   'test/http/inventory.api.test.ts',
   'test/http/orders.api.test.ts',
   'test/http/order-history.test.ts',
+  'test/http/order-events.test.ts',
   'test/http/overload.test.ts',
   'test/durability/compensation-failed.test.ts',
   'test/durability/crash-recovery.test.ts',

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
-import { TEST_SECRET } from '../support/service.js';
+import { TEST_SECRET, TEST_STORE } from '../support/service.js';
 
 /*
  * The live status stream against a real server process, read by the real `eventsource` v3
@@ -14,7 +15,17 @@ import { TEST_SECRET } from '../support/service.js';
  */
 
 const dir = mkdtempSync(join(tmpdir(), 'ordersaga-sse-'));
+const databases: TestDatabase[] = [];
 let server: ServerProcess;
+
+/** A server process's store: a SQLite file, or (TEST_STORE=postgres) a database of its own. */
+async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
+  const env = { DB_PATH: join(dir, `${name}.db`) };
+  if (TEST_STORE !== 'postgres') return env;
+  const db = await createTestDatabase(name);
+  databases.push(db);
+  return { ...env, DATABASE_URL: db.url };
+}
 const tokens: Record<string, string> = {};
 
 const order = (token: string) => ({
@@ -25,7 +36,7 @@ const order = (token: string) => ({
 
 beforeAll(async () => {
   server = await startServerProcess({
-    DB_PATH: join(dir, 'ordersaga.db'),
+    ...(await storeEnv('sse')),
     JWT_SECRET: TEST_SECRET,
     LOG_LEVEL: 'warn',
     SSE_HEARTBEAT_MS: '100',
@@ -42,6 +53,7 @@ beforeAll(async () => {
 afterAll(async () => {
   server?.child.kill('SIGTERM');
   await server?.exited;
+  for (const db of databases) await db.drop();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -287,7 +299,7 @@ describe('GET /api/v1/pipeline/events', () => {
 describe('shutdown', () => {
   it('closes open event streams on SIGTERM instead of waiting for them, refuses new ones, and exits', async () => {
     const own = await startServerProcess({
-      DB_PATH: join(dir, 'shutdown.db'),
+      ...(await storeEnv('sse_shutdown')),
       JWT_SECRET: TEST_SECRET,
       LOG_LEVEL: 'info',
       SSE_HEARTBEAT_MS: '100',
