@@ -166,7 +166,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
   /** A place for one more stream, or the problem refusing it; a full or draining instance says when to come back. */
   function admit(c: Context): StreamTicket | Response {
     try {
-      return streams.admit(c.var.user.id);
+      return streams.admit(c.var.user.id, c.get('tokenValidUntil'));
     } catch (err) {
       if (err instanceof OrderError && (err.code === 'shutting_down' || err.code === 'streams_unavailable')) {
         return problemResponse(c, problemFor(err.code, err.message), { 'Retry-After': '5' });

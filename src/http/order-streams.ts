@@ -69,6 +69,15 @@ export class SseWriter {
     this.finish(true);
   }
 
+  /** Closes the stream at `time` (ms since the epoch). */
+  closeAt(time: number): void {
+    // setTimeout takes at most 2^31-1 ms (about 24.8 days); a later expiry is out of reach of any stream here.
+    const delay = time - Date.now();
+    if (delay > 2 ** 31 - 1) return;
+    const timer = setTimeout(() => this.close(), Math.max(0, delay));
+    this.onClose(() => clearTimeout(timer));
+  }
+
   onClose(fn: () => void): void {
     if (this.closed) fn();
     else this.onClosed.push(fn);
@@ -125,9 +134,11 @@ export class OrderStreams {
 
   /**
    * Admits a new stream for `userId`, or throws the problem that refuses it. The ticket's
-   * writer counts against the limits until it closes, however it closes.
+   * writer counts against the limits until it closes, however it closes. With `validUntil`
+   * (the token's expiry), the stream closes then: a token cannot go on watching after it would
+   * be refused, and the client reconnects with a fresh one (and `Last-Event-ID`).
    */
-  admit(userId: string): StreamTicket {
+  admit(userId: string, validUntil?: number): StreamTicket {
     if (this.closing) throw new OrderError('shutting_down', 'The service is shutting down; reconnect in a few seconds.');
     if (this.open.size >= this.options.maxStreams) {
       throw new OrderError('streams_unavailable', `This instance has ${this.options.maxStreams} event streams open; try again later.`);
@@ -138,6 +149,7 @@ export class OrderStreams {
     }
     this.subscribeOnce();
     const writer = new SseWriter(this.options.heartbeatMs);
+    if (validUntil !== undefined) writer.closeAt(validUntil);
     this.open.add(writer);
     this.perUser.set(userId, mine + 1);
     const sinks: Array<() => void> = [];

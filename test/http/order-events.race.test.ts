@@ -64,7 +64,7 @@ beforeEach(async () => {
     streams,
     catalog,
     logger: createLogger('silent'),
-    auth: { secret: new TextEncoder().encode(TEST_SECRET) },
+    auth: { secret: new TextEncoder().encode(TEST_SECRET), clockToleranceS: 0 },
     rateLimit: { perSecond: 1000, burst: 1000 },
     syncWaitMs: 50,
     idempotency: { store: idempotency, ttlHours: 24 },
@@ -195,6 +195,21 @@ describe('the order event stream, at the edges of timing', () => {
     expect(streams.size).toBe(2);
     expect((await open(eventsPath(ids[2]!), alice)).status).toBe(200);
     streams.closeAll();
+  });
+
+  it('closes a stream when its token expires, and the same token cannot reopen it', async () => {
+    const id = newId('ord');
+    engine.commit(id, { state: 'paying' });
+    const shortLived = await mintToken({ secret: TEST_SECRET, sub: 'alice', role: 'user', expiresIn: '2s' });
+    const res = await open(eventsPath(id), shortLived);
+    expect(res.status).toBe(200);
+    const { events: got, ended } = await events(res);
+    expect(ended).toBe(true);
+    expect(got.map((e) => e.data.state)).toEqual(['paying']);
+    expect(streams.size).toBe(0);
+    const again = await open(eventsPath(id), shortLived, { 'Last-Event-ID': '1' });
+    expect(again.status).toBe(401);
+    expect(await again.json()).toMatchObject({ code: 'token_expired' });
   });
 
   it('closes every open stream on closeAll (the drain) and then refuses new ones with 503 shutting_down', async () => {
