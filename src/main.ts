@@ -50,6 +50,8 @@ export interface Service {
    */
   readonly db: Db;
   pool: InventoryPool;
+  /** The open event streams (`streams.size` for a gauge); closed by `drain`. */
+  streams: OrderStreams;
   /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
   jwtSecret: string | undefined;
   /**
@@ -144,6 +146,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
       return store.sqlite;
     },
     pool,
+    streams,
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);
