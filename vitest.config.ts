@@ -19,6 +19,8 @@ const BOTH_STORES = [
   'test/http/idempotency.test.ts',
   'test/http/inventory.api.test.ts',
   'test/http/orders.api.test.ts',
+  'test/http/order-history.test.ts',
+  'test/http/order-events.test.ts',
   'test/http/overload.test.ts',
   'test/http/metrics.test.ts',
   'test/http/readiness.test.ts',

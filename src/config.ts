@@ -114,6 +114,9 @@ const schema = z.object({
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
   MAX_LIVE_ORDERS: int(1, 1_000_000).default(10_000),
   IDEMPOTENCY_TTL_HOURS: int(24, 24 * 365).default(24),
+  SSE_HEARTBEAT_MS: int(10, 300_000).default(15_000),
+  SSE_MAX_STREAMS: int(1, 1_000_000).default(500),
+  SSE_MAX_STREAMS_PER_USER: int(1, 1_000_000).default(10),
   INSPECT: bool.default(false),
   METRICS_TOKEN: optionalText.refine((v) => v === undefined || /^[\x21-\x7E]{16,512}$/.test(v), '16 to 512 printable characters without spaces'),
   INSPECT_URL: z
@@ -181,6 +184,8 @@ export interface Config {
   /** Orders running at once; past it new orders get 503 `overloaded` (memory and latency stay bounded). */
   maxLiveOrders: number;
   idempotencyTtlHours: number;
+  /** Event streams: a comment this often keeps proxies from closing an idle one; open at once, in all and per user. */
+  sse: { heartbeatMs: number; maxStreams: number; maxStreamsPerUser: number };
   /** Stream every order actor to the Stately inspector (a relay at `url`, see `npm run inspector`). */
   inspect: { enabled: boolean; url: string };
   /** Set: /metrics requires `Authorization: Bearer <token>`; unset, it is open. */
@@ -255,6 +260,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     maxLiveOrders: e.MAX_LIVE_ORDERS,
     idempotencyTtlHours: e.IDEMPOTENCY_TTL_HOURS,
+    sse: { heartbeatMs: e.SSE_HEARTBEAT_MS, maxStreams: e.SSE_MAX_STREAMS, maxStreamsPerUser: e.SSE_MAX_STREAMS_PER_USER },
     inspect: { enabled: e.INSPECT, url: e.INSPECT_URL },
     metricsToken: e.METRICS_TOKEN,
   };

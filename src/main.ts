@@ -10,6 +10,7 @@ import { SimulatedCarrier, type Carrier } from './gateways/carrier.gateway.js';
 import { StoreNotifier, type Notifier } from './gateways/notifier.gateway.js';
 import { SimulatedPaymentGateway, type PaymentGateway } from './gateways/payment.gateway.js';
 import { createApp } from './http/app.js';
+import { OrderStreams } from './http/order-streams.js';
 import { createRateLimitStore } from './http/rate-limit.store.js';
 import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
@@ -53,6 +54,8 @@ export interface Service {
   pool: InventoryPool;
   /** This instance's /metrics registry and collectors. */
   metrics: ServiceMetrics;
+  /** The open event streams (`streams.size` for a gauge); closed by `drain`. */
+  streams: OrderStreams;
   /** The HS256 secret (JWT_SECRET or the development one); undefined when an identity provider's keys verify tokens. */
   jwtSecret: string | undefined;
   /**
@@ -114,8 +117,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const metrics = createServiceMetrics();
   metrics.watchEngine(engine, async () => (await engine.list({ status: 'compensation_failed', limit: PARKED_COUNT_LIMIT })).length);
   metrics.watchPool(pool);
+  const streams = new OrderStreams({ engine, ...config.sse });
   const app = createApp({
     engine,
+    streams,
     metrics,
     metricsToken: config.metricsToken,
     readiness: {
@@ -176,9 +181,14 @@ export async function createService(config: Config, logger: Logger, overrides: S
     },
     pool,
     metrics,
+    streams,
     jwtSecret,
     async drain(graceMs) {
       clearInterval(purgeTimer);
+      // Open event streams would hold the server's close open until their orders end: close them now;
+      // clients resume with Last-Event-ID (on another instance, or here after the restart).
+      const streamsClosed = streams.closeAll();
+      if (streamsClosed > 0) logger.info({ streams: streamsClosed }, 'closed open event streams');
       const { settled, stopped } = await engine.drain(graceMs);
       if (member) {
         // Committed and stopped: the other instances (or the next start) take them over at once.

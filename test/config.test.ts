@@ -22,6 +22,12 @@ describe('configuration', () => {
     expect(c.jwt.secret).toBeUndefined();
   });
 
+  it('defaults the event stream settings as documented and checks them', () => {
+    expect(loadConfig({}).sse).toEqual({ heartbeatMs: 15_000, maxStreams: 500, maxStreamsPerUser: 10 });
+    expect(loadConfig({ SSE_HEARTBEAT_MS: '250', SSE_MAX_STREAMS: '20', SSE_MAX_STREAMS_PER_USER: '2' }).sse).toEqual({ heartbeatMs: 250, maxStreams: 20, maxStreamsPerUser: 2 });
+    expect(() => loadConfig({ SSE_HEARTBEAT_MS: '0', SSE_MAX_STREAMS: 'many', SSE_MAX_STREAMS_PER_USER: '-1' })).toThrowError(/SSE_HEARTBEAT_MS[\s\S]*SSE_MAX_STREAMS[\s\S]*SSE_MAX_STREAMS_PER_USER/);
+  });
+
   it('names each start of an instance uniquely unless INSTANCE_ID is set', () => {
     expect(loadConfig({}).instanceId).not.toBe(loadConfig({}).instanceId);
     expect(loadConfig({ INSTANCE_ID: 'shop-a' }).instanceId).toBe('shop-a');

@@ -46,5 +46,18 @@ describe('the README', () => {
     expect(metrics.get('ordersaga_orders_started_total')).toBe(3);
     expect(metrics.get('ordersaga_orders_finished_total{status="failed",code="payment_declined"}')).toBe(1);
     expect(metrics.get('ordersaga_orders_finished_total{status="completed",code="none"}')).toBeGreaterThanOrEqual(1);
+
+    // 7: the stream of step 4's order: `event: state` blocks with increasing ids, ending at completed.
+    const events = [...stdout.matchAll(/^event: state\nid: (\d+)\ndata: (\{.*\})$/gm)].map(([, id, data]) => ({ seq: Number(id), view: JSON.parse(data!) }));
+    expect(events.length).toBeGreaterThan(0);
+    expect(events.every((e) => e.view.order_id === status.order_id)).toBe(true);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => events[0]!.seq + i));
+    expect(events.at(-1)!.view.status).toBe('completed');
+    // 8: the page's address, which serves the page.
+    const pageUrl = lines.at(-1)!;
+    expect(pageUrl).toBe(`${server.url}/ui`);
+    const page = await fetch(pageUrl);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<title>ordersaga<\/title>/);
   });
 });

@@ -40,6 +40,10 @@ export type ApiErrorCode =
   | 'idempotency_key_reused'
   | 'auth_unavailable'
   | 'not_ready'
+  // Event streams (src/http/order-events.routes.ts).
+  | 'invalid_last_event_id'
+  | 'too_many_streams'
+  | 'streams_unavailable'
   // Refused by the HTTP server before any route runs (src/http/server.ts).
   | 'malformed_request'
   | 'missing_host'

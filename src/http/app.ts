@@ -16,12 +16,15 @@ import { createIdempotency, type IdempotencyOptions } from './idempotency.js';
 import { inventoryRoutes } from './inventory.routes.js';
 import { registerSecurity } from './openapi.js';
 import { operationsRoutes, type ReadinessCheck } from './operations.routes.js';
+import { orderEventsRoutes } from './order-events.routes.js';
+import type { OrderStreams } from './order-streams.js';
 import { ordersRoutes } from './orders.routes.js';
 import { problemFor, problemResponse, toProblem } from './problem.js';
 import { rateLimit, type RateLimitOptions } from './rate-limit.middleware.js';
 import type { RateLimitStore } from './rate-limit.store.js';
 import { requestLog } from './request-log.middleware.js';
 import { securityHeaders } from './security-headers.middleware.js';
+import { uiRoutes } from './ui.routes.js';
 
 export interface AppDeps {
   engine: OrderEngine;
@@ -45,6 +48,8 @@ export interface AppDeps {
   metricsToken?: string | undefined;
   /** /readyz checks by name besides the engine's own (`store`, `pool`: main.ts). */
   readiness?: Record<string, ReadinessCheck>;
+  /** Open event streams and their limits (main.ts closes them on shutdown); absent, a default set. */
+  streams?: OrderStreams;
 }
 
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -93,7 +98,9 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   api.route('/pipeline', ordersRoutes({ ...deps, idempotent: createIdempotency(deps.idempotency) }));
   api.route('/inventory', inventoryRoutes(deps));
   api.route('/audit', auditRoutes(deps));
+  api.route('/pipeline', orderEventsRoutes(deps));
   app.route('/api/v1', api);
+  app.route('/ui', uiRoutes());
 
   app.notFound((c) => problemResponse(c, problemFor('not_found', `No route for ${c.req.method} ${c.req.path}.`)));
   app.onError((err, c) => {

@@ -32,6 +32,8 @@ export type BearerAuthOptions = CommonAuthOptions &
 declare module 'hono' {
   interface ContextVariableMap {
     user: AuthUser;
+    /** When the bearer token stops being accepted (ms since the epoch: its `exp` plus the clock tolerance); long-lived streams close then. */
+    tokenValidUntil: number;
   }
 }
 
@@ -82,9 +84,10 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   };
 
   const verified = new Map<string, Verified>();
+  const toleranceMs = (options.clockToleranceS ?? 30) * 1000;
 
   /** A cache hit counts only while it has not expired and (JWKS) its key is still the key set's. */
-  async function fromCache(token: string): Promise<AuthUser | undefined> {
+  async function fromCache(token: string): Promise<Verified | undefined> {
     const hit = verified.get(token);
     if (!hit) return undefined;
     if (hit.expiresAt <= Date.now()) {
@@ -100,7 +103,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         return undefined;
       }
     }
-    return hit.user;
+    return hit;
   }
 
   async function verify(token: string): Promise<{ payload: JWTPayload; header: JWTHeaderParameters; key?: CryptoKey }> {
@@ -137,7 +140,8 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
 
     const cached = await fromCache(token);
     if (cached) {
-      c.set('user', cached);
+      c.set('user', cached.user);
+      c.set('tokenValidUntil', cached.expiresAt + toleranceMs);
       return next();
     }
 
@@ -162,6 +166,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
     if (verified.size >= MAX_CACHED) verified.clear();
     verified.set(token, { user, expiresAt: result.payload.exp! * 1000, ...(result.key ? { key: result.key, header: result.header } : {}) });
     c.set('user', user);
+    c.set('tokenValidUntil', result.payload.exp! * 1000 + toleranceMs);
     await next();
   };
 }

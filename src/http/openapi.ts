@@ -68,7 +68,7 @@ function headersForStatus(status: number, codes: readonly ErrorCode[]): Headers 
   if (status === 429) return HEADERS.retryAfter(true);
   // Some 503s say when to come back (shutting down, overloaded, keys unavailable); an order that
   // failed does not, and a refusal raised inside the engine may not either.
-  if (status === 503 && codes.some((c) => c === 'shutting_down' || c === 'overloaded' || c === 'auth_unavailable')) return HEADERS.retryAfter(false);
+  if (status === 503 && codes.some((c) => c === 'shutting_down' || c === 'overloaded' || c === 'auth_unavailable' || c === 'streams_unavailable')) return HEADERS.retryAfter(false);
   return {};
 }
 

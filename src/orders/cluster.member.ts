@@ -323,7 +323,7 @@ export class ClusterMember implements RemoteOrders {
     if (pairs.length === 0) return;
     if (all) {
       const changes = await this.cluster.changesAt(pairs);
-      this.engine.publishRemote(changes.map(({ order_id, seq, view }) => ({ order_id, seq, view })));
+      this.engine.publishRemote(changes.map(({ order_id, seq, at, view }) => ({ order_id, seq, at, view })));
     }
     for (const { order_id } of pairs) for (const wake of this.watched.get(order_id) ?? []) wake();
   }

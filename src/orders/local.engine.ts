@@ -220,7 +220,7 @@ export class LocalOrderEngine implements OrderEngine {
 
   async history(orderId: string, afterSeq: number, limit: number): Promise<OrderChange[]> {
     const changes = await this.options.states.listChanges(orderId, afterSeq, limit);
-    return changes.map(({ order_id, seq, view }) => ({ order_id, seq, view }));
+    return changes.map(({ order_id, seq, at, view }) => ({ order_id, seq, at, view }));
   }
 
   async waitUntilSettled(orderId: string, timeoutMs: number): Promise<{ settled: boolean; view: OrderView }> {
@@ -459,7 +459,7 @@ export class LocalOrderEngine implements OrderEngine {
       }
       entry.seq = write.seq;
       entry.committed = write.view;
-      changes.push({ order_id: write.order_id, seq: write.seq, view: write.view });
+      changes.push({ order_id: write.order_id, seq: write.seq, at: write.updated_at, view: write.view });
       // Settled, and not moved on since (a parked order restored for an admin retry is settled for a moment).
       if (isSettled(write.status) && !entry.pending && this.live.get(entry.order_id) === entry) {
         this.live.delete(entry.order_id);

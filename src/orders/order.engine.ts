@@ -24,10 +24,12 @@ export interface OrderQuery {
   limit: number;
 }
 
-/** One committed change of an order: its new view and its change sequence number (1, 2, …). */
+/** One committed change of an order: its new view, its change sequence number (1, 2, …) and when it was committed. */
 export interface OrderChange {
   order_id: string;
   seq: number;
+  /** ISO time of the commit (the view's `updated_at`). */
+  at: string;
   view: OrderView;
 }
 

@@ -67,6 +67,8 @@ describe('the local order engine', () => {
     }
     expect(seen.map((c) => c.seq)).toEqual(seen.map((_, i) => i + 1));
     expect(seen.at(-1)!.view).toMatchObject({ status: 'completed', state: 'completed' });
+    // Each change says when it was committed: the time its view was stamped with.
+    expect(seen.every((c) => c.at === c.view.updated_at && Number.isFinite(Date.parse(c.at)))).toBe(true);
     for (const change of seen) {
       // Told after the commit: a second connection already sees this change (or a later one).
       expect(change.row!.version).toBeGreaterThanOrEqual(change.seq);

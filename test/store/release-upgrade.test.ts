@@ -68,7 +68,7 @@ describe('a database written by release 0.1.0', () => {
 
   it("starts each order's history with its stored state", async () => {
     const [change] = await svc.engine.history(fixture.orders.completed, 0, 10);
-    expect(change).toEqual({ order_id: fixture.orders.completed, seq: expect.any(Number), view: fixture.status_answers.completed });
+    expect(change).toEqual({ order_id: fixture.orders.completed, seq: expect.any(Number), at: fixture.status_answers.completed.updated_at, view: fixture.status_answers.completed });
   });
 
   it('answers for its final orders exactly as that release did', async () => {

@@ -1,5 +1,5 @@
 import { OrderError } from '../../src/domain/errors.js';
-import type { NewOrder, OrderChangeListener, OrderEngine, OrderQuery } from '../../src/orders/order.engine.js';
+import type { NewOrder, OrderChange, OrderChangeListener, OrderEngine, OrderQuery } from '../../src/orders/order.engine.js';
 import type { OrderView } from '../../src/orders/order.view.js';
 import type { AuditEntry, AuditStore, CatalogStore, IdempotencyEntry, IdempotencyStore, Product } from '../../src/store/store.ports.js';
 import { sampleView } from '../store/contract/harness.js';
@@ -45,9 +45,9 @@ export class FakeEngine implements OrderEngine {
     this.views.set(orderId, settled);
     return { settled: outcome.settled, view: settled };
   }
-  async history(orderId: string) {
+  async history(orderId: string, _afterSeq = 0, _limit = 100): Promise<OrderChange[]> {
     const view = this.views.get(orderId);
-    return view ? [{ order_id: orderId, seq: 1, view }] : [];
+    return view ? [{ order_id: orderId, seq: 1, at: view.updated_at, view }] : [];
   }
   async cancel(orderId: string) {
     this.calls.push({ method: 'cancel', args: [orderId] });
@@ -59,7 +59,7 @@ export class FakeEngine implements OrderEngine {
     this.calls.push({ method: 'retry', args: [orderId] });
     return this.views.get(orderId)!;
   }
-  subscribe(_listener: OrderChangeListener) {
+  subscribe(_listener: OrderChangeListener): () => void {
     return () => undefined;
   }
   async resumeUnfinished() {
