@@ -55,6 +55,16 @@ export async function postgresRateLimitStore(url: string, logger: Logger): Promi
   const pool = new pg.Pool({ connectionString: url, max: 3, connectionTimeoutMillis: 2_000, statement_timeout: 1_000, keepAlive: true });
   pool.on('error', (err) => logger.warn({ err }, 'a PostgreSQL connection for rate limits failed'));
   const ready: Array<Promise<void>> = [];
+  // Create the table before the first request: a counter whose table appears mid-way would start
+  // again from zero there, after counting the first requests in memory (limits briefly doubled).
+  const tableReady = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 3_000);
+    new RateLimiterPostgres({ storeClient: pool, storeType: 'pool', tableName: RATE_LIMIT_TABLE, keyPrefix: 'probe', points: 1, duration: 1 }, (err?: Error) => {
+      clearTimeout(timer);
+      if (err) logger.warn({ err }, 'could not create the rate-limit table in PostgreSQL; counting in memory until it exists');
+      resolve(!err);
+    });
+  });
   return {
     kind: 'postgres',
     counter(name, points, duration) {
@@ -77,6 +87,7 @@ export async function postgresRateLimitStore(url: string, logger: Logger): Promi
           points,
           duration,
           clearExpiredByTimeout: true,
+          tableCreated: tableReady,
           insuranceLimiter: new RateLimiterMemory({ keyPrefix: name, points, duration }),
           inMemoryBlockOnConsumed: points + 1,
         },

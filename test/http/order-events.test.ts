@@ -229,7 +229,9 @@ describe('GET /api/v1/pipeline/orders/{id}/events', () => {
     const id = await placeAsync('alice', 'tok_slow');
     let cancel: Promise<number> | undefined;
     const l = listen(eventsPath(id), 'alice', {
-      onEvent: () => {
+      // Cancel once the stream shows the (slow) payment under way, so the order is cancelled mid-flight.
+      onEvent: (e) => {
+        if (e.view.state !== 'paying') return;
         cancel ??= client(server.url, tokens.alice!)('POST', `/api/v1/pipeline/orders/${id}/cancel`).then((r) => r.status);
       },
     });
