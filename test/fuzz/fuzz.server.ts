@@ -42,7 +42,9 @@ export async function startFuzzServer(): Promise<{ server: FuzzServer & { proces
     async stop() {
       proc.child.kill('SIGTERM');
       await proc.exited;
-      rmSync(dir, { recursive: true, force: true });
+      // FUZZ_KEEP=1 keeps the server's database for a post-mortem of a failed run.
+      if (process.env.FUZZ_KEEP === '1') process.stderr.write(`fuzz: kept ${dbPath}\n`);
+      else rmSync(dir, { recursive: true, force: true });
     },
   };
 }

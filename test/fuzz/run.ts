@@ -18,12 +18,17 @@ if (!Number.isInteger(runs) || runs < 1) {
   process.exit(2);
 }
 
+// A seed of our own when none is given, printed, so that a run failing after the last answer
+// (the ledger, the audit check) can be replayed too.
+const seed = values.seed ? Number(values.seed) : Math.floor(Math.random() * 2 ** 31);
+process.stdout.write(`fuzz: seed ${seed}\n`);
+
 const fuzz = await startFuzzServer();
 let failed = false;
 try {
   const result = await runFuzz(fuzz.server, fuzz.target, {
     runs,
-    ...(values.seed ? { seed: Number(values.seed) } : {}),
+    seed,
     ...(values.path ? { path: values.path } : {}),
     progress: (n) => process.stdout.write(`  ${n} requests…\n`),
   });
@@ -33,6 +38,7 @@ try {
   process.stdout.write(
     `${JSON.stringify(
       {
+        seed,
         requests: result.requests,
         seconds: result.seconds,
         per_second: Math.round(result.requests / result.seconds),
@@ -53,7 +59,9 @@ try {
   );
   failed = ledger.length > 0 || audit.problems.length > 0 || !healthy;
 } catch (err) {
-  process.stderr.write(`${(err as Error).message}\n`);
+  // fast-check 4 keeps the property's own error (what was wrong with the answer) as the cause.
+  const cause = (err as Error).cause;
+  process.stderr.write(`${(err as Error).message}\n${cause instanceof Error ? `Cause: ${cause.message}\n` : ''}`);
   failed = true;
 } finally {
   await fuzz.stop();
