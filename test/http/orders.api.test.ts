@@ -105,6 +105,19 @@ describe('POST /api/v1/pipeline/orders (synchronous)', () => {
     expect((await ledger(svc)).money(problem.order.order_id)).toEqual({ captured: 1500, refunded: 1500, net: 0 });
   });
 
+  it('undoes a free order that fails at fulfilment like any other: nothing to refund, stock released, failed not parked', async () => {
+    // Found by the fuzz suite: a 0-cent capture used to make the refund step fail, parking the order with its stock.
+    const put = await svc.call('PUT', '/api/v1/inventory/SKU-FREE', { token: admin, body: { name: 'Free sticker', price_cents: 0, available: 5 } });
+    expect(put.status).toBe(201);
+    const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody({ items: [{ sku: 'SKU-FREE', quantity: 2 }], country: 'AQ' }) });
+    expect(res.status).toBe(422);
+    const problem = await res.json();
+    expect(problem.code).toBe('fulfillment_failed');
+    expect(problem.order).toMatchObject({ status: 'failed', payment_result: { status: 'refunded', amount_cents: 0, refunded_cents: 0 } });
+    expect(await stockOf('SKU-FREE')).toMatchObject({ available: 5, reserved: 0, sold: 0 });
+    expect((await ledger(svc)).money(problem.order.order_id)).toEqual({ captured: 0, refunded: 0, net: 0 });
+  });
+
   it('answers 422 unknown_sku for a SKU not in the catalog', async () => {
     const res = await svc.call('POST', '/api/v1/pipeline/orders', { token: alice, body: orderBody({ items: [{ sku: 'SKU-NOPE', quantity: 1 }] }) });
     expect(res.status).toBe(422);

@@ -271,7 +271,8 @@ function createPaymentLedger(pool: Pool): PaymentLedger {
           [charge] = await run<ChargeRow>(tx, plans.lockCharge, [orderId]);
         }
         if (charge!.status === 'captured') {
-          await run(tx, plans.insertRefund, [newId('re'), charge!.charge_id, orderId, idempotencyKey, charge!.amount_cents, now]);
+          // A free order captured nothing: there is no money to give back, only the charge to close.
+          if (charge!.amount_cents > 0) await run(tx, plans.insertRefund, [newId('re'), charge!.charge_id, orderId, idempotencyKey, charge!.amount_cents, now]);
           [charge] = await run<ChargeRow>(tx, plans.markRefunded, [charge!.charge_id, now]);
         }
         return toCharge(charge!);

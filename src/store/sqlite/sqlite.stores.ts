@@ -223,7 +223,8 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
       return toRecord(byOrder.get(orderId)!);
     }
     if (charge.status === 'captured') {
-      insertRefund.run(newId('re'), charge.charge_id, orderId, key, charge.amount_cents, now);
+      // A free order captured nothing: there is no money to give back, only the charge to close.
+      if (charge.amount_cents > 0) insertRefund.run(newId('re'), charge.charge_id, orderId, key, charge.amount_cents, now);
       markRefunded.run(now, charge.charge_id);
     }
     return toRecord(byOrder.get(orderId)!);

@@ -73,6 +73,17 @@ export function domainStoresContract(makeStore: HarnessFactory) {
         expect(late.status).toBe('voided');
       }),
     );
+
+    it(
+      'refunds a captured charge of nothing (a free order) without a refund row, so its compensation cannot fail',
+      withStore(async ({ stores: { payments } }) => {
+        const id = orderId();
+        const free = { payment_id: newId('ch'), order_id: id, status: 'captured' as const, amount_cents: 0, refunded_cents: 0, decline_code: null };
+        await payments.recordCharge({ ...free, idempotency_key: `${id}:capture` });
+        expect(await payments.refundOrder(id, `${id}:refund`)).toMatchObject({ status: 'refunded', amount_cents: 0, refunded_cents: 0 });
+        expect(await payments.refundOrder(id, `${id}:refund`)).toMatchObject({ status: 'refunded', refunded_cents: 0 });
+      }),
+    );
   });
 
   describe('shipments and notifications', () => {
