@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
 import { openCommittedReader } from '../support/ledger.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { orderBody, TEST_SECRET, TEST_STORE } from '../support/service.js';
+import type { TestDatabase } from '../support/postgres.js';
+import { orderBody, processStoreEnv, TEST_SECRET } from '../support/service.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ordersaga-term-'));
@@ -18,14 +18,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The store one test's server processes share: a SQLite file, or (TEST_STORE=postgres) a database of its own. */
-async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
-  const env = { DB_PATH: join(dir, `${name}.db`) };
-  if (TEST_STORE !== 'postgres') return env;
-  const db = await createTestDatabase(name);
-  databases.push(db);
-  return { ...env, DATABASE_URL: db.url };
-}
+/** This file's server processes' store (see processStoreEnv). */
+const storeEnv = (name: string) => processStoreEnv(dir, name, databases);
 
 const base = { JWT_SECRET: TEST_SECRET, SEED_DEMO: 'false', LOG_LEVEL: 'info', RATE_LIMIT_PER_SEC: '100000', RATE_LIMIT_BURST: '100000', RATE_LIMIT_IP_PER_SEC: '100000', RATE_LIMIT_IP_BURST: '100000' };
 

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import type { TestDatabase } from '../support/postgres.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
-import { TEST_SECRET, TEST_STORE } from '../support/service.js';
+import { processStoreEnv, TEST_SECRET } from '../support/service.js';
 
 /*
  * The live status stream against a real server process, read by the real `eventsource` v3
@@ -18,14 +18,8 @@ const dir = mkdtempSync(join(tmpdir(), 'ordersaga-sse-'));
 const databases: TestDatabase[] = [];
 let server: ServerProcess;
 
-/** A server process's store: a SQLite file, or (TEST_STORE=postgres) a database of its own. */
-async function storeEnv(name: string): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
-  const env = { DB_PATH: join(dir, `${name}.db`) };
-  if (TEST_STORE !== 'postgres') return env;
-  const db = await createTestDatabase(name);
-  databases.push(db);
-  return { ...env, DATABASE_URL: db.url };
-}
+/** This file's server processes' store (see processStoreEnv). */
+const storeEnv = (name: string) => processStoreEnv(dir, name, databases);
 const tokens: Record<string, string> = {};
 
 const order = (token: string) => ({

@@ -96,6 +96,18 @@ export async function startTestService(
   } satisfies Omit<TestService, keyof Service>);
 }
 
+/**
+ * The store of a test's server processes: a SQLite file under `dir`, or (TEST_STORE=postgres) a
+ * database of its own, pushed onto `databases` for the test file to drop afterwards.
+ */
+export async function processStoreEnv(dir: string, name: string, databases: TestDatabase[]): Promise<{ DB_PATH: string; DATABASE_URL?: string }> {
+  const env = { DB_PATH: join(dir, `${name}.db`) };
+  if (TEST_STORE !== 'postgres') return env;
+  const db = await createTestDatabase(name);
+  databases.push(db);
+  return { ...env, DATABASE_URL: db.url };
+}
+
 export function orderBody(overrides: { items?: Array<{ sku: string; quantity: number }>; token?: string; country?: string; user_id?: string } = {}) {
   return {
     items: overrides.items ?? [{ sku: 'SKU-A', quantity: 1 }],
