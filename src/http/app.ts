@@ -85,10 +85,10 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   const { perAddress, store, ...perUser } = deps.rateLimit;
   const api = new OpenAPIHono();
   // Before authentication: a flood of bad tokens from one address is refused before any is verified.
-  if (perAddress) api.use(rateLimit({ name: 'ip', ...perAddress, keyOf: (c) => addressKey(c.var.clientAddress), logger: deps.logger, ...(store ? { store } : {}) }));
+  if (perAddress) api.use(rateLimit({ name: 'ip', ...perAddress, keyOf: (c) => addressKey(c.get('clientAddress')), logger: deps.logger, ...(store ? { store } : {}) }));
   api.use(bodyLimit({ maxBytes: deps.maxBodyBytes ?? 64 * 1024 }));
   api.use(bearerAuth(deps.auth));
-  api.use(rateLimit({ name: 'user', perSecond: perUser.perSecond, burst: perUser.burst, keyOf: (c) => c.var.user.id, logger: deps.logger, ...(store ? { store } : {}) }));
+  api.use(rateLimit({ name: 'user', perSecond: perUser.perSecond, burst: perUser.burst, keyOf: (c) => c.get('user').id, logger: deps.logger, ...(store ? { store } : {}) }));
   api.use(auditLog({ audit: deps.audit, logger: deps.logger }));
   // While shutting down, reads still work; anything that would change an order waits for the next start.
   api.use(async function rejectWhileDraining(c, next) {

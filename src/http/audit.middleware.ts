@@ -50,7 +50,7 @@ export const AUDITED_ROUTES: readonly AuditedRoute[] = [
     action: 'order.cancel',
     method: 'POST',
     path: /^\/api\/v1\/pipeline\/orders\/([^/]+)\/cancel$/,
-    describe: (match, c) => (c.var.user.role === 'admin' ? { target: text(match[1]!), details: null } : null),
+    describe: (match, c) => (c.get('user').role === 'admin' ? { target: text(match[1]!), details: null } : null),
   },
   {
     // An order for another user is an admin action (refused with 403 for anyone else); one's own is not.
@@ -60,7 +60,7 @@ export const AUDITED_ROUTES: readonly AuditedRoute[] = [
     describe: (match, c) => {
       const body = bodyOf(c, 'user_id');
       // The route trims `user_id`: " alice" is alice's own order.
-      if (!body || body.user_id === undefined || (typeof body.user_id === 'string' && body.user_id.trim() === c.var.user.id)) return null;
+      if (!body || body.user_id === undefined || (typeof body.user_id === 'string' && body.user_id.trim() === c.get('user').id)) return null;
       const orderId = /\/orders\/(ord_[0-9A-Z]{26})\/status$/.exec(c.res.headers.get('Location') ?? '')?.[1] ?? null;
       const items = Array.isArray(body.items)
         ? body.items.slice(0, 100).map((line: unknown) => (isRecord(line) ? pick(line, ['sku', 'quantity']) : scalar(line)))
@@ -103,8 +103,8 @@ export function auditLog({ audit, logger }: AuditLogOptions): MiddlewareHandler 
     try {
       const described = route.describe(route.path.exec(c.req.path)!, c);
       if (!described) return;
-      const user = c.var.user;
-      const address = c.var.clientAddress;
+      const user = c.get('user');
+      const address = c.get('clientAddress');
       entry = {
         id: newId('aud'),
         at: new Date().toISOString(),
@@ -132,7 +132,7 @@ export function auditLog({ audit, logger }: AuditLogOptions): MiddlewareHandler 
  * written with `\u` escapes is still a key once parsed, so those bodies are parsed.)
  */
 function bodyOf(c: Context, key?: string): Record<string, unknown> | undefined {
-  const raw = c.var.bodyText;
+  const raw = c.get('bodyText');
   if (raw === undefined) return undefined;
   if (key !== undefined && !raw.includes(key) && !raw.includes('\\u')) return undefined;
   try {

@@ -30,6 +30,7 @@ export type BearerAuthOptions = CommonAuthOptions &
   ({ secret: Uint8Array; keys?: never; algorithms?: never } | { keys: KeySet; algorithms: readonly string[]; secret?: never });
 
 declare module 'hono' {
+  // Read these with `c.get('user')`: Hono's `c.var` copies every variable into a new object on each access.
   interface ContextVariableMap {
     user: AuthUser;
     /** When the bearer token stops being accepted (ms since the epoch: its `exp` plus the clock tolerance); long-lived streams close then. */
@@ -211,7 +212,7 @@ function toUser(payload: JWTPayload, roleClaim: string): AuthUser | null {
 /** Admin-only routes. */
 export function requireRole(role: Role): MiddlewareHandler {
   return async function requireRole(c, next) {
-    if (c.var.user.role !== role) throw new OrderError('forbidden', `This needs the "${role}" role.`);
+    if (c.get('user').role !== role) throw new OrderError('forbidden', `This needs the "${role}" role.`);
     await next();
   };
 }

@@ -35,7 +35,7 @@ export function bodyLimit({ maxBytes }: BodyLimitOptions): MiddlewareHandler {
  * reads Node's request stream directly instead of through a web `Request` and its streams.
  */
 export async function readBody(c: Context): Promise<string> {
-  const maxBytes = c.var.maxBodyBytes ?? Infinity;
+  const maxBytes = c.get('maxBodyBytes') ?? Infinity;
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
   if (!incoming || typeof incoming.on !== 'function' || incoming.readableDidRead) {
     const text = await c.req.text();

@@ -60,7 +60,7 @@ export function createIdempotency({ store, ttlHours, waitMs = 10_000, orderExist
         details: { errors: [{ path: 'header/Idempotency-Key', message: 'must be 1 to 255 printable ASCII characters' }] },
       });
     }
-    const userId = c.var.user.id;
+    const userId = c.get('user').id;
     const requestJson = JSON.stringify(request);
     const requestHash = createHash('sha256').update(`${endpoint}\n${requestJson}`).digest('hex');
     const now = new Date();

@@ -128,7 +128,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
   /** A place for one more stream, or the problem refusing it; a full or draining instance says when to come back. */
   function admit(c: Context): StreamTicket | Response {
     try {
-      return streams.admit(c.var.user.id, c.get('tokenValidUntil'));
+      return streams.admit(c.get('user').id, c.get('tokenValidUntil'));
     } catch (err) {
       if (err instanceof OrderError && (err.code === 'shutting_down' || err.code === 'streams_unavailable')) {
         return problemResponse(c, problemFor(err.code, err.message), { 'Retry-After': '5' });
@@ -150,7 +150,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
   routes.openapi(eventsRoute, async (c) => {
     const { id } = c.req.valid('param');
     const resumeFrom = parseLastEventId(c.req.header('Last-Event-ID'));
-    await findVisible(id, c.var.user);
+    await findVisible(id, c.get('user'));
     const ticket = admit(c);
     if (ticket instanceof Response) return ticket;
     let sent: number;
@@ -215,7 +215,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
   }
 
   routes.openapi(feedRoute, async (c) => {
-    const user = c.var.user;
+    const user = c.get('user');
     const ticket = admit(c);
     if (ticket instanceof Response) return ticket;
     ticket.watch(null, (change) => {
@@ -229,7 +229,7 @@ export function orderEventsRoutes({ engine, streams = new OrderStreams({ engine,
   routes.openapi(historyRoute, async (c) => {
     const { id } = c.req.valid('param');
     const { after, limit } = c.req.valid('query');
-    await findVisible(id, c.var.user);
+    await findVisible(id, c.get('user'));
     const changes = await engine.history(id, after, limit + 1);
     const page = changes.slice(0, limit).map(({ seq, at, view }) => ({ seq, at, state: view.state, status: view.status, stages: view.stages, failure: view.failure }));
     return c.json({ items: page, next_after: changes.length > limit ? page.at(-1)!.seq : null }, 200);

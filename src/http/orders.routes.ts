@@ -113,7 +113,7 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
 
   async function readOrder(c: Context): Promise<{ user_id: string; request: OrderRequest }> {
     const body = validate(orderRequestSchema, await readJson(c));
-    const user = c.var.user;
+    const user = c.get('user');
     const userId = body.user_id ?? user.id;
     if (userId !== user.id && user.role !== 'admin') {
       throw new OrderError('forbidden', 'Only an admin may place an order for another user.');
@@ -169,10 +169,10 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
     });
   });
 
-  documented(routes, getStatus, async (c) => c.json(await findVisible(c.req.param('id')!, c.var.user)));
+  documented(routes, getStatus, async (c) => c.json(await findVisible(c.req.param('id')!, c.get('user'))));
 
   documented(routes, cancelOrder, async (c) => {
-    const view = await findVisible(c.req.param('id')!, c.var.user);
+    const view = await findVisible(c.req.param('id')!, c.get('user'));
     if (view.status !== 'processing') {
       throw new OrderError('invalid_transition', `Order ${view.order_id} is ${view.status} and can no longer be cancelled.`);
     }
@@ -180,13 +180,13 @@ export function ordersRoutes({ engine, syncWaitMs, idempotent }: OrdersRoutesDep
   });
 
   documented(routes, retryOrder, requireRole('admin'), async (c) => {
-    const view = await findVisible(c.req.param('id')!, c.var.user);
+    const view = await findVisible(c.req.param('id')!, c.get('user'));
     return c.json(await engine.retry(view.order_id), 202, { Location: statusUrl(view.order_id) });
   });
 
   documented(routes, listOrders, async (c) => {
     const query = validate(listQuerySchema, c.req.query(), '?');
-    const user = c.var.user;
+    const user = c.get('user');
     const views = await engine.list({
       limit: query.limit + 1,
       ...(user.role === 'admin' ? {} : { user_id: user.id }),

@@ -22,6 +22,8 @@ export interface PoolStats {
 }
 
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
+/** A stage not seen before (shared, never changed). */
+const UNSEEN: Readonly<SeenStage> = Object.freeze({ ended: false, attempts: 0, compensated: false });
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** What the metrics remember of an order between its commits, to see what changed in each. */
@@ -89,13 +91,22 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
   });
   const httpRequests = new Counter({ name: 'http_requests_total', help: 'HTTP requests, by route template, method and status.', labelNames: ['route', 'method', 'status'] as const, registers });
 
+  // One label set per route, method and status, made once: building, validating and hashing a
+  // fresh labels object on every request cost more than the observation itself.
+  const httpSeries = new Map<string, { labels: { route: string; method: string; status: string } }>();
+  const seriesOf = (route: string, method: string, status: number) => {
+    const key = `${status} ${method} ${route}`;
+    let series = httpSeries.get(key);
+    if (!series) httpSeries.set(key, (series = { labels: { route, method, status: String(status) } }));
+    return series;
+  };
   const http: MiddlewareHandler = async function httpMetrics(c, next) {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     try {
       await next();
     } finally {
-      const labels = { route: routeTemplate(c), method: c.req.method, status: String(c.res.status) };
-      httpDuration.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
+      const { labels } = seriesOf(routeTemplate(c), c.req.method, c.res.status);
+      httpDuration.observe(labels, (performance.now() - start) / 1000);
       httpRequests.inc(labels);
     }
   };
@@ -116,12 +127,10 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
 
   /** `failedStage`: the stage whose failure started the compensation, if any. */
   function observeStage(stage: OrderView['stages'][number], stages: Map<StageName, SeenStage>, failedStage: StageName | undefined): void {
-    const before = stages.get(stage.name) ?? { ended: false, attempts: 0, compensated: false };
-    const now: SeenStage = { ...before };
+    const before = stages.get(stage.name) ?? UNSEEN;
     // An admin retry gives a failed compensation fresh attempts: count from there.
-    if (stage.attempts < before.attempts) now.attempts = 0;
-    if (stage.attempts > Math.max(now.attempts, 1)) retries.inc({ stage: stage.name }, stage.attempts - Math.max(now.attempts, 1));
-    now.attempts = stage.attempts;
+    const counted = Math.max(stage.attempts < before.attempts ? 0 : before.attempts, 1);
+    if (stage.attempts > counted) retries.inc({ stage: stage.name }, stage.attempts - counted);
     const ended = stage.ended_at !== null && (stage.status === 'succeeded' || stage.status === 'failed' || stage.status === 'compensated');
     if (ended && !before.ended && stage.started_at) {
       // One commit may hold several steps: a stage that failed and was undone in the same turn
@@ -129,10 +138,12 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
       const outcome = stage.status === 'failed' || (stage.status === 'compensated' && failedStage === stage.name) ? 'failed' : 'succeeded';
       stageDuration.observe({ stage: stage.name, outcome }, Math.max(0, Date.parse(stage.ended_at!) - Date.parse(stage.started_at)) / 1000);
     }
-    now.ended = ended;
-    if (stage.status === 'compensated' && !before.compensated) compensations.inc({ stage: stage.name });
-    now.compensated = stage.status === 'compensated';
-    stages.set(stage.name, now);
+    const compensated = stage.status === 'compensated';
+    if (compensated && !before.compensated) compensations.inc({ stage: stage.name });
+    // Most commits leave most stages as they were: remember a stage again only when it changed.
+    if (before === UNSEEN || before.attempts !== stage.attempts || before.ended !== ended || before.compensated !== compensated) {
+      stages.set(stage.name, { attempts: stage.attempts, ended, compensated });
+    }
   }
 
   return {
