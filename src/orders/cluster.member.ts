@@ -46,10 +46,10 @@ export class ClusterMember implements RemoteOrders {
   /** When the last renewal that succeeded was sent (monotonic ms). */
   private renewedAt = -Infinity;
   private renewing: Promise<boolean> | null = null;
-  private reaping: Promise<void> | null = null;
-  private reapAgain = false;
-  private inboxRun: Promise<void> | null = null;
-  private inboxAgain = false;
+  /** One reaper round at a time; a wake-up during one runs another after it. */
+  private readonly reap = coalesced(() => this.reapOnce(), () => this.stopped);
+  /** The same for applying the inbox. */
+  private readonly applyInbox = coalesced(() => this.applyInboxOnce(), () => this.stopped);
   /** Orders someone here waits on while another instance runs them: woken by their changes. */
   private readonly watched = new Map<string, Set<() => void>>();
   private others = 0;
@@ -100,8 +100,8 @@ export class ClusterMember implements RemoteOrders {
     for (const t of this.timers) clearTimeout(t);
     this.timers = [];
     this.unsubscribe?.();
-    await this.reaping?.catch(() => undefined);
-    await this.inboxRun?.catch(() => undefined);
+    await this.reap.idle();
+    await this.applyInbox.idle();
     await this.listener?.close();
     this.listener = null;
   }
@@ -210,21 +210,6 @@ export class ClusterMember implements RemoteOrders {
     return false;
   }
 
-  /** One reaper round at a time; a wake-up during one runs another after it. */
-  private reap(): Promise<void> {
-    if (this.reaping) {
-      this.reapAgain = true;
-      return this.reaping;
-    }
-    this.reaping = (async () => {
-      do {
-        this.reapAgain = false;
-        await this.reapOnce();
-      } while (this.reapAgain && !this.stopped);
-    })().finally(() => (this.reaping = null));
-    return this.reaping;
-  }
-
   private async reapOnce(): Promise<void> {
     if (this.stopped || !this.engine.accepting || !this.leaseHeld()) return;
     this.others = await this.cluster.othersLive(this.me);
@@ -247,20 +232,6 @@ export class ClusterMember implements RemoteOrders {
       );
       void this.applyInbox(); // events that waited for these orders' new owner
     }
-  }
-
-  private applyInbox(): Promise<void> {
-    if (this.inboxRun) {
-      this.inboxAgain = true;
-      return this.inboxRun;
-    }
-    this.inboxRun = (async () => {
-      do {
-        this.inboxAgain = false;
-        await this.applyInboxOnce();
-      } while (this.inboxAgain && !this.stopped);
-    })().finally(() => (this.inboxRun = null));
-    return this.inboxRun;
   }
 
   private async applyInboxOnce(): Promise<void> {
@@ -327,6 +298,29 @@ export class ClusterMember implements RemoteOrders {
     }
     for (const { order_id } of pairs) for (const wake of this.watched.get(order_id) ?? []) wake();
   }
+}
+
+/**
+ * `once` run one call at a time: a call while it runs asks for one more run after it (and gets
+ * the current run's promise), so wake-ups that arrive together cost one round each, never a pile.
+ */
+function coalesced(once: () => Promise<void>, stopped: () => boolean): (() => Promise<void>) & { idle(): Promise<void> } {
+  let running: Promise<void> | null = null;
+  let again = false;
+  const run = (): Promise<void> => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await once();
+      } while (again && !stopped());
+    })().finally(() => (running = null));
+    return running;
+  };
+  return Object.assign(run, { idle: async () => void (await running?.catch(() => undefined)) });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
