@@ -94,7 +94,7 @@ export interface OrderStateStore {
   saveViews(views: readonly OrderView[]): Promise<void>;
 }
 
-// --- several instances on one database (PostgreSQL only) -----------------------------
+// --- several instances (or order loops) on one database ------------------------------
 
 /** An order claimed from another owner, with the owner it was taken from. */
 export interface ClaimedOrder extends StoredOrder {
@@ -140,7 +140,22 @@ export interface ClusterStore {
   /** Forgets events answered and instances gone for more than a day; returns how many of each. */
   purge(): Promise<{ events: number; instances: number }>;
   /** Listens on a connection of its own (reconnecting); the handler gets each notification's channel and payload. */
-  listen(onNotify: (channel: 'inbox' | 'changes' | 'handover', payload: string) => void): Promise<{ close(): Promise<void> }>;
+  listen(onNotify: (channel: ClusterChannel, payload: string) => void): Promise<{ close(): Promise<void> }>;
+}
+
+/** A notification's channel: an event for an owner, committed changes, a handover or a new member. */
+export type ClusterChannel = 'inbox' | 'changes' | 'handover';
+
+/**
+ * How members sharing one SQLite file wake each other, where PostgreSQL has LISTEN/NOTIFY:
+ * the order loops' primary process relays what one loop publishes to the others. Best
+ * effort, like NOTIFY: the durable rows and the pollers are the truth, a message only wakes.
+ */
+export interface ClusterBus {
+  /** Sends to every other member (never back to this one). */
+  publish(channel: ClusterChannel, payload: string): void;
+  /** Receives what the others publish; returns the unsubscribe function. */
+  subscribe(handler: (channel: ClusterChannel, payload: string) => void): () => void;
 }
 
 // --- the catalog ---------------------------------------------------------------------
