@@ -61,7 +61,8 @@ describe.skipIf(!LOOPS_RUNNABLE)(`an order loop that dies, on ${STORE_LABEL}`, (
       PAYMENT_SLOW_MS: '3000',
       ORDER_TIMEOUT_MS: '120000',
       SYNC_WAIT_MS: '15000',
-      LEASE_MS: '5000',
+      // A lease longer than a loop takes to start: the replacement, not the other loop's reaper, resumes the orders.
+      LEASE_MS: '60000',
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${PRELOAD}`.trim(),
     });
     for (const sku of ['SKU-A', 'SKU-B']) expect((await loops.api('PUT', `/api/v1/inventory/${sku}`, { name: sku, price_cents: 400, available: 5000 })).status).toBeLessThan(300);
@@ -97,8 +98,12 @@ describe.skipIf(!LOOPS_RUNNABLE)(`an order loop that dies, on ${STORE_LABEL}`, (
       expect(new Set(await readAll(loops, placed))).toEqual(new Set([200]));
       const replacement = await loops.replaced(slot, pid);
       expect(alive(replacement)).toBe(true);
-      const exit = loops.lines().find((l) => l.msg === 'order loop exited unexpectedly; starting a replacement in its slot' && l.pid === pid);
-      expect(exit, 'the primary logs the loop that died').toMatchObject(how === 'kill -9' ? { loop: slot, signal: 'SIGKILL' } : { loop: slot, code: 1 });
+      const lines = loops.lines();
+      const died = lines.findIndex((l) => l.msg === 'order loop exited unexpectedly; starting a replacement in its slot' && l.pid === pid);
+      expect(lines[died], 'the primary logs the loop that died').toMatchObject(how === 'kill -9' ? { loop: slot, signal: 'SIGKILL' } : { loop: slot, code: 1 });
+      // The replacement has its predecessor's owner id and resumes its orders as it starts.
+      const resumed = lines.slice(died).find((l) => l.msg === 'resumed unfinished orders' && l.loop === slot);
+      expect(resumed?.orders, 'orders the replacement resumed').toBeGreaterThan(0);
 
       const finals = await untilFinal(loops.api, all.map((o) => o.id), 90_000);
       expectOutcomes(all, finals);
