@@ -1,3 +1,4 @@
+import type { Worker } from 'node:cluster';
 import type { ClusterBus, ClusterChannel } from '../store/store.ports.js';
 import { isLoopMessage, type LoopMessage } from './ipc.protocol.js';
 
@@ -22,4 +23,13 @@ export function ipcClusterBus(proc: NodeJS.Process = process): ClusterBus {
       return () => void proc.off('message', listener);
     },
   };
+}
+
+/**
+ * In the primary: passes a loop's bus message to every other live loop (never back to the
+ * sender). A loop that just died may still be listed: what it misses, its replacement does not
+ * need (it reads the store as it starts).
+ */
+export function relayBusMessage(message: LoopMessage & { ordersaga: 'bus' }, from: Worker, loops: Iterable<Worker | undefined>): void {
+  for (const loop of loops) if (loop && loop !== from && loop.isConnected()) loop.send(message, undefined, undefined, () => undefined);
 }

@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config.js';
 import { countersInPrimary, startClusterRateLimits } from '../http/rate-limit.store.js';
 import type { Logger } from '../logger.js';
+import { relayBusMessage } from './ipc.bus.js';
 import { isLoopMessage, type LoopMessage } from './ipc.protocol.js';
 import { LOOP_SLOT_ENV, loopInstanceId } from './loop.config.js';
 import { primaryMetrics } from './metrics.relay.js';
@@ -60,7 +61,6 @@ export function runOrderLoops({ config, logger, listening }: OrderLoopsOptions):
   const listened = new Set<number>();
 
   const send = (worker: Worker, message: LoopMessage) => {
-    // A loop that just died may still be listed: what it misses, its replacement does not need.
     if (worker.isConnected()) worker.send(message, undefined, undefined, () => undefined);
   };
 
@@ -75,7 +75,7 @@ export function runOrderLoops({ config, logger, listening }: OrderLoopsOptions):
     worker.on('message', (message: unknown) => {
       if (!isLoopMessage(message)) return;
       if (message.ordersaga === 'bus') {
-        for (const other of slots) if (other.worker && other.worker !== worker) send(other.worker, message);
+        relayBusMessage(message, worker, slots.map((other) => other.worker));
       } else if (message.ordersaga === 'metrics?') {
         metrics.answer((answer) => send(worker, answer), message.id);
       }

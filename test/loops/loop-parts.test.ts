@@ -29,3 +29,13 @@ describe('order loops configuration', () => {
     expect(accepted[0]! + accepted[1]!).toBe(10);
   });
 });
+
+describe('the IPC bus of order loops', () => {
+  it('carries what one loop publishes to every other loop, in order, and never back to it', async () => {
+    const { code, stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'test/loops/fixtures/ipc-bus.fixture.ts'], {});
+    expect(code, stderr).toBe(0);
+    const received = JSON.parse(stdout.trim().split('\n').at(-1)!);
+    const sent = [['changes', 'ord_1:2'], ['inbox', 'slot-0']];
+    expect(received).toEqual({ 0: [], 1: sent, 2: sent });
+  });
+});
