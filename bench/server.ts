@@ -113,6 +113,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     JWT_SECRET: jwtSecret,
     SEED_DEMO: 'false',
     LOG_LEVEL: 'warn',
+    // One process per instance, as every figure so far was measured; a run that compares loops sets WORKERS.
+    WORKERS: '1',
     RATE_LIMIT_PER_SEC: '1000000',
     RATE_LIMIT_BURST: '1000000',
     RATE_LIMIT_IP_PER_SEC: '1000000',
