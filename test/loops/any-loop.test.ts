@@ -1,5 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
 import { expectLedgerAddsUp, untilFinal } from '../cluster/support.js';
@@ -169,4 +172,39 @@ describe.skipIf(!LOOPS_RUNNABLE)(`the per-user rate limit of two order loops on 
     expect(passed).toBeLessThanOrEqual(BURST + 2);
     expect(refused.length + passed).toBe(2 * BURST);
   });
+});
+
+describe.skipIf(!LOOPS_RUNNABLE)(`what two order loops print and log, on ${STORE_LABEL}`, () => {
+  it('print the development tokens once, log listening once with the workers, and put its slot on every line of a loop', async () => {
+    const quiet = await loopsStore('loopslog');
+    const dir = mkdtempSync(join(tmpdir(), 'ordersaga-loopslog-'));
+    // No JWT_SECRET: the development secret beside DB_PATH (a folder of the test's own on PostgreSQL too).
+    const env = { JWT_SECRET: '', ...(quiet.env.DB_PATH ? {} : { DB_PATH: join(dir, 'unused.db') }) };
+    const service = await startLoops(quiet, 'loopslog', '', env);
+    try {
+      for (let i = 0; i < 100 && !/admin token/.test(service.server.output()); i++) await new Promise((r) => setTimeout(r, 20));
+      const output = service.server.output();
+      expect(output.match(/^user token \(sub=alice, 24h\): +ey/gm)).toHaveLength(1);
+      const token = /^user token \(sub=alice, 24h\): +(\S+)$/m.exec(output)![1]!;
+      // The token the primary printed is good on every loop.
+      const api = client(service.server.url, token);
+      const answers = await Promise.all(Array.from({ length: 8 }, () => api('GET', '/api/v1/inventory')));
+      for (const a of answers) expect(a.status).toBe(200);
+      expect(await loopsThatAnswered(service, answers)).toEqual(new Set([0, 1]));
+
+      const lines = service.lines();
+      const listening = lines.filter((l) => l.msg === 'ordersaga listening');
+      expect(listening).toHaveLength(1);
+      expect(listening[0]).toMatchObject({ workers: 2, instance: 'loopslog' });
+      // Lines without a slot are the primary's own.
+      const primaryOnly = new Set(['ordersaga listening']);
+      for (const l of lines) if (l.loop === undefined) expect(primaryOnly, JSON.stringify(l)).toContain(l.msg);
+      expect(lines.filter((l) => l.msg === 'request').map((l) => l.loop).sort()).toContain(1);
+    } finally {
+      service.server.child.kill('SIGTERM');
+      expect(await service.server.exited).toEqual({ code: 0, signal: null });
+      await quiet.drop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
