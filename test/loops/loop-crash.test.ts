@@ -142,7 +142,8 @@ describe.skipIf(!LOOPS_RUNNABLE)(`stopping and starting a service of order loops
     for (const pid of pids) expect(alive(pid), `loop ${pid}`).toBe(false);
     const unfinished = await store.reader.all(`SELECT owner FROM order_snapshots WHERE status = 'processing'`);
     expect(unfinished.length).toBeGreaterThan(0);
-    expect(new Set(unfinished.map((r) => r.owner))).toEqual(new Set(['loopstop-0', 'loopstop-1']));
+    // Left with the loops that ran them (which loop takes a connection is the primary's round robin).
+    for (const { owner } of unfinished) expect(['loopstop-0', 'loopstop-1']).toContain(owner);
 
     loops = await startLoops(store, 'loopstop', admin, { PAYMENT_SLOW_MS: '200' });
     const finals = await untilFinal(loops.api, placed.map((o) => o.id), 90_000);
