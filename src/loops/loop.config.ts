@@ -20,6 +20,8 @@ export function loopInstanceId(base: string, slot: number): string {
  * - MAX_LIVE_ORDERS and SSE_MAX_STREAMS: ceil(n / WORKERS) per loop, so the service holds about n;
  * - INVENTORY_THREADS: ceil(n / WORKERS) per loop's Piscina pool, so the machine runs about n
  *   inventory threads, not WORKERS × n;
+ * - DATABASE_POOL_SIZE: ceil(n / WORKERS) per loop's PostgreSQL pool, so the service holds about
+ *   the connections it did as one process (the server's max_connections is the service's budget);
  * - SSE_MAX_STREAMS_PER_USER stays per loop: a user's streams land on any loop, and splitting
  *   would refuse a user below the limit whenever they land unevenly; the service bounds a user
  *   at WORKERS × n (the service-wide SSE_MAX_STREAMS still holds).
@@ -31,6 +33,7 @@ export function loopConfig(config: Config): Config {
     ...config,
     maxLiveOrders: share(config.maxLiveOrders),
     inventoryThreads: share(config.inventoryThreads),
+    database: { ...config.database, poolSize: share(config.database.poolSize) },
     sse: { ...config.sse, maxStreams: share(config.sse.maxStreams) },
     rateLimit: { ...config.rateLimit, storage: { ...config.rateLimit.storage, cluster: true } },
   };

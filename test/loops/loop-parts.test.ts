@@ -13,9 +13,9 @@ describe('order loops configuration', () => {
   });
 
   it('gives each loop its share of the service-wide limits, and the per-user stream limit whole', () => {
-    const config = loadConfig({ WORKERS: '3', MAX_LIVE_ORDERS: '1000', INVENTORY_THREADS: '2', SSE_MAX_STREAMS: '500', SSE_MAX_STREAMS_PER_USER: '10' });
+    const config = loadConfig({ WORKERS: '3', MAX_LIVE_ORDERS: '1000', INVENTORY_THREADS: '2', SSE_MAX_STREAMS: '500', SSE_MAX_STREAMS_PER_USER: '10', DATABASE_POOL_SIZE: '10' });
     const loop = loopConfig(config);
-    expect(loop).toMatchObject({ maxLiveOrders: 334, inventoryThreads: 1, sse: { maxStreams: 167, maxStreamsPerUser: 10 } });
+    expect(loop).toMatchObject({ maxLiveOrders: 334, inventoryThreads: 1, sse: { maxStreams: 167, maxStreamsPerUser: 10 }, database: { poolSize: 4 } });
     expect(loop.rateLimit.storage.cluster).toBe(true);
     expect(loopConfig(loadConfig({ WORKERS: '2', MAX_LIVE_ORDERS: '1' })).maxLiveOrders).toBe(1);
     expect(loopInstanceId('ins_base', 3)).toBe('ins_base-3');
