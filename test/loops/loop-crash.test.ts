@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/tokens.js';
 import { expectLedgerAddsUp, untilFinal } from '../cluster/support.js';
@@ -42,10 +43,25 @@ function expectOutcomes(placed: readonly Placed[], finals: ReadonlyMap<string, a
   }
 }
 
-/** Reads the status of every order once, one after another (new requests while a loop is down or starting). */
+/**
+ * Reads the status of every order once, one after another, each on a new connection: what a
+ * client gets while a loop is down or starting. (A kept-alive connection to the dead loop dies
+ * with it; its requests in flight fail as with any crashed server.)
+ */
 async function readAll(loops: Loops, placed: readonly Placed[]): Promise<number[]> {
   const statuses: number[] = [];
-  for (const { id } of placed) statuses.push((await loops.api('GET', `/api/v1/pipeline/orders/${id}/status`)).status);
+  for (const { id } of placed) {
+    statuses.push(
+      await new Promise<number>((resolve, reject) => {
+        const req = request(`${loops.server.url}/api/v1/pipeline/orders/${id}/status`, { agent: false, headers: { Authorization: `Bearer ${admin}` } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      }),
+    );
+  }
   return statuses;
 }
 
