@@ -209,7 +209,8 @@ export const MIGRATIONS: readonly Migration[] = [
         result_status  INTEGER,
         result_body    TEXT
       ) STRICT;
-      CREATE INDEX order_inbox_pending ON order_inbox (order_id) WHERE applied_at IS NULL;
+      -- The owners' polls walk the unapplied events oldest first (only those: answered ones pile up for a day).
+      CREATE INDEX order_inbox_pending ON order_inbox (id) WHERE applied_at IS NULL;
       -- The purge walks answered events by age.
       CREATE INDEX order_inbox_applied ON order_inbox (applied_at) WHERE applied_at IS NOT NULL;
     `,
