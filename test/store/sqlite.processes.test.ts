@@ -26,25 +26,24 @@ interface Claim {
 }
 
 async function claimInProcesses(path: string, ids: readonly string[], mode: 'orphaned' | 'unfinished'): Promise<Claim[]> {
-  const startAt = Date.now() + 2500; // after every process has loaded and registered
-  const runs = ids.map(
-    (id) =>
-      new Promise<Claim[]>((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/sqlite-claimer.ts', path, id, mode, String(startAt)], {
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d) => (out += d));
-        child.stderr.on('data', (d) => (err += d));
-        child.once('exit', (code) => {
-          if (code !== 0) return reject(new Error(`claimer ${id} exited with ${code}: ${err}`));
-          resolve((JSON.parse(out) as Array<Omit<Claim, 'by'>>).map((c) => ({ ...c, by: id })));
-        });
+  const children = ids.map((id) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/sqlite-claimer.ts', path, id, mode], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const ready = new Promise<void>((resolve) => child.stdout.on('data', (d) => (out += d).startsWith('ready\n') && resolve()));
+    const done = new Promise<Claim[]>((resolve, reject) =>
+      child.once('exit', (code) => {
+        if (code !== 0) return reject(new Error(`claimer ${id} exited with ${code}: ${err}`));
+        resolve((JSON.parse(out.slice('ready\n'.length)) as Array<Omit<Claim, 'by'>>).map((c) => ({ ...c, by: id })));
       }),
-  );
-  return (await Promise.all(runs)).flat();
+    );
+    return { child, ready, done };
+  });
+  // Every claimer has loaded and registered its lease: go, all at once.
+  await Promise.all(children.map((c) => c.ready));
+  for (const c of children) c.child.stdin.end('go\n');
+  return (await Promise.all(children.map((c) => c.done))).flat();
 }
 
 describe('claimers in separate processes on one SQLite file', () => {
@@ -52,7 +51,7 @@ describe('claimers in separate processes on one SQLite file', () => {
     dir = mkdtempSync(join(tmpdir(), 'ordersaga-claimers-'));
     const path = join(dir, 'store.db');
     const store = openSqliteStore(path, createLogger('silent'), { bus: { publish: () => undefined, subscribe: () => () => undefined } });
-    const orphans = Array.from({ length: 600 }, orderId);
+    const orphans = Array.from({ length: 1500 }, orderId);
     const kept = Array.from({ length: 30 }, orderId);
     await store.stores.states.commitTurn(() => orphans.map((id, i) => stateWrite(id, { owner: i % 2 ? 'dead' : 'vanished', epoch: 4, seq: 1 })));
     await store.cluster!.register('alive', 60_000);
