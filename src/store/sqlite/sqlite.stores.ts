@@ -271,14 +271,14 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
       const inserted = commits.write(() => {
         fenced(charge.order_id);
         return insertCharge.run({
-        charge_id: charge.payment_id,
-        order_id: charge.order_id,
-        idempotency_key: charge.idempotency_key,
-        status: charge.status,
-        amount_cents: charge.amount_cents,
-        refunded_cents: charge.refunded_cents,
-        decline_code: charge.decline_code,
-        now: new Date().toISOString(),
+          charge_id: charge.payment_id,
+          order_id: charge.order_id,
+          idempotency_key: charge.idempotency_key,
+          status: charge.status,
+          amount_cents: charge.amount_cents,
+          refunded_cents: charge.refunded_cents,
+          decline_code: charge.decline_code,
+          now: new Date().toISOString(),
         });
       });
       if (inserted.changes === 1) {
