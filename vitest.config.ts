@@ -63,6 +63,8 @@ export default defineConfig(async () => {
       hookTimeout: 30_000,
       // Each file starts real worker pools and stores; two at a time suits a 2-core machine.
       maxWorkers: 2,
+      // The default output, then the files that did not pass named once more at its end.
+      reporters: ['default', './test/support/unfinished.reporter.ts'],
       projects,
     },
   };

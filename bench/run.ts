@@ -9,6 +9,7 @@
  *   npm run bench -- --list                        scenario names
  *   npm run bench -- --store postgres --instances 3 --only sync-c50
  *                                                  N instances on one PostgreSQL database
+ *   npm run bench -- --workers 1,default           order loops per server (WORKERS), interleaved
  *
  * The service is built once (`npm run build`). Each scenario run then starts
  * `node dist/main.js` on a fresh temporary SQLite file, creates its catalog through the API
@@ -22,6 +23,12 @@
  * `--instances N` it starts N servers on it (same JWT secret, INSTANCE_ID bench-1…N) and
  * divides the connections between them. Server CPU is summed over the instances; memory
  * and main-thread states are the first instance's.
+ *
+ * `--workers` (default `1,default`) lists the WORKERS settings to compare: every run of a
+ * scenario runs each of them in turn (old and new side by side, as the machine drifts), and
+ * the summary gives each one's medians and the ratio of the others to the first. `default`
+ * leaves WORKERS unset (the service's default: the number of cores). CPU and memory are the
+ * whole process tree's (a primary and its loops); main-thread states are the first loop's.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -34,7 +41,7 @@ import { mintToken } from '../src/auth/tokens.js';
 import { median, runLoad, runLoadSpread, summarise, type LatencySummary, type LoadResult } from './load.js';
 import { formatSummary, profileFiles, summariseProfile, type ProfileSummary } from './profile-summary.js';
 import { PLENTY_SKUS, SCARCE_SKUS, SCARCE_STOCK, SCENARIOS, SOAK, type CatalogKind, type Scenario, type ScenarioContext } from './scenarios.js';
-import { buildService, cpuPercent, keepTemporaryDirectories, machinePercent, MainThreadSampler, markCpu, markMachine, memoryMb, round1, ROOT, RssSampler, startServer, type MainThreadStates, type ServerHandle } from './server.js';
+import { buildService, cpuPercent, firstLoop, keepTemporaryDirectories, machinePercent, MainThreadSampler, markCpu, markMachine, memoryMb, round1, ROOT, RssSampler, startServer, type MainThreadStates, type ServerHandle } from './server.js';
 import { completedBetween, verifyInvariants, type StoreTarget, type VerifyResult } from './verify.js';
 
 const USERS = 100;
@@ -61,6 +68,7 @@ const parseOptions = {
     list: { type: 'boolean', default: false },
     store: { type: 'string', default: 'sqlite' },
     instances: { type: 'string', default: '1' },
+    workers: { type: 'string', default: '1,default' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -84,6 +92,17 @@ if (!Number.isInteger(INSTANCES) || INSTANCES < 1 || (INSTANCES > 1 && argv.stor
   process.stderr.write('bench: --instances must be a whole number ≥ 1, and more than one needs --store postgres\n');
   process.exit(2);
 }
+/** WORKERS settings to compare; `default` leaves it unset. */
+const WORKERS_LIST = argv.workers.split(',').map((w) => w.trim()).filter(Boolean);
+if (WORKERS_LIST.length === 0 || WORKERS_LIST.some((w) => w !== 'default' && !(Number.isInteger(Number(w)) && Number(w) >= 1 && Number(w) <= 64))) {
+  process.stderr.write(`bench: --workers takes a comma list of whole numbers 1..64 or "default" (got ${argv.workers})\n`);
+  process.exit(2);
+}
+/** What `default` means on this machine (the service's default: os.availableParallelism()). */
+const DEFAULT_WORKERS = os.availableParallelism();
+const workersLabel = (w: string) => (w === 'default' ? `W=${DEFAULT_WORKERS} (default)` : `W=${w}`);
+const workersEnv = (w: string): Record<string, string> => (w === 'default' ? {} : { WORKERS: w });
+
 const BENCH_DATABASE_URL = process.env.BENCH_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 
 /** A PostgreSQL database of its own for one run, dropped afterwards. */
@@ -105,9 +124,9 @@ async function benchDatabase(): Promise<{ url: string; drop(): Promise<void> }> 
 }
 
 /** The servers of one run: one on SQLite, or N instances on one fresh PostgreSQL database. */
-async function startServers(opts: { cpuProfDir?: string }): Promise<{ servers: ServerHandle[]; target: StoreTarget; drop(): Promise<void> }> {
+async function startServers(opts: { cpuProfDir?: string; workers: string }): Promise<{ servers: ServerHandle[]; target: StoreTarget; drop(): Promise<void> }> {
   if (argv.store === 'sqlite') {
-    const server = await startServer(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {});
+    const server = await startServer({ ...(opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}), env: workersEnv(opts.workers) });
     return { servers: [server], target: server.dbPath, drop: async () => undefined };
   }
   const db = await benchDatabase();
@@ -116,7 +135,7 @@ async function startServers(opts: { cpuProfDir?: string }): Promise<{ servers: S
     const servers: ServerHandle[] = [];
     for (let i = 1; i <= INSTANCES; i++) {
       // One after another: the first applies the migrations, the others find them done.
-      servers.push(await startServer({ ...(i === 1 && opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}), env: { DATABASE_URL: db.url, JWT_SECRET: secret, INSTANCE_ID: `bench-${i}` } }));
+      servers.push(await startServer({ ...(i === 1 && opts.cpuProfDir ? { cpuProfDir: opts.cpuProfDir } : {}), env: { DATABASE_URL: db.url, JWT_SECRET: secret, INSTANCE_ID: `bench-${i}`, ...workersEnv(opts.workers) } }));
     }
     return { servers, target: { url: db.url }, drop: db.drop };
   } catch (err) {
@@ -130,7 +149,8 @@ function usage(code: number): never {
   process.stdout.write(`${text.trim()}\n\nOptions: --duration S (5)  --warmup S (1)  --runs K (1)  --only a,b  --profile  --profile-scenario NAME
          --soak S  --rate R (1000)  --connections C  --rss-limit MB (300)  --no-build  --keep (keep temp DBs)
          --no-thread-states (skip sampling the server main thread's state)  --list
-         --store sqlite|postgres (sqlite)  --instances N (1; more than one needs --store postgres)\n`);
+         --store sqlite|postgres (sqlite)  --instances N (1; more than one needs --store postgres)
+         --workers LIST (1,default: WORKERS settings compared, interleaved)\n`);
   process.exit(code);
 }
 
@@ -221,6 +241,8 @@ interface RunResult {
   scenario: string;
   store: 'sqlite' | 'postgres';
   instances: number;
+  /** Order loops per server (WORKERS). */
+  workers: number;
   run: number;
   ok: boolean;
   failure?: string;
@@ -282,8 +304,8 @@ function classify(s: Scenario, load: LoadResult) {
   return { errors: { total, socket_errors: load.errors - load.timeouts, timeouts: load.timeouts, unexpected_status: unexpected }, expectedFailures };
 }
 
-async function runScenario(s: Scenario, run: number, opts: { duration: number; warmup: number; profileDir?: string; keep: boolean }): Promise<RunResult> {
-  const { servers, target, drop } = await startServers(opts.profileDir ? { cpuProfDir: opts.profileDir } : {});
+async function runScenario(s: Scenario, run: number, opts: { duration: number; warmup: number; profileDir?: string; keep: boolean; workers: string }): Promise<RunResult> {
+  const { servers, target, drop } = await startServers({ workers: opts.workers, ...(opts.profileDir ? { cpuProfDir: opts.profileDir } : {}) });
   const server = servers[0]!;
   let exit = 'stopped';
   try {
@@ -300,7 +322,7 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
     for (const k of Object.keys(ctx.bodyStatuses)) delete ctx.bodyStatuses[k];
 
     const sampler = new RssSampler(server.pid, 250).start();
-    const threadStates = argv['no-thread-states'] ? null : new MainThreadSampler(server.pid).start();
+    const threadStates = argv['no-thread-states'] ? null : new MainThreadSampler(firstLoop(server.pid)).start();
     const cpuA = markCpu(server.pid);
     const allA = markAll();
     const machineA = markMachine();
@@ -336,6 +358,7 @@ async function runScenario(s: Scenario, run: number, opts: { duration: number; w
       ...(Object.keys(ctx.bodyStatuses).length ? { status_poll_bodies: { ...ctx.bodyStatuses } } : {}),
       store: argv.store as RunResult['store'],
       instances: servers.length,
+      workers: opts.workers === 'default' ? DEFAULT_WORKERS : Number(opts.workers),
       server: {
         cpu_pct: r1(serversCpuPct),
         main_thread_cpu_pct: r1(cpuPercent(cpuA, cpuB, 'mainMs')),
@@ -437,10 +460,30 @@ function table(rows: string[][]): string {
   return [fmt(rows[0]!), `|${widths.map((w, i) => (i === 0 || i === widths.length - 2 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...rows.slice(1).map(fmt)].join('\n');
 }
 
-function resultsTable(entries: Array<{ scenario: Scenario; summary: ScenarioSummary }>): string {
+/** Each WORKERS setting's median completed orders/s (and p99) against the first setting's, per scenario. */
+function workerRatios(entries: Array<{ scenario: Scenario; workers: string; summary: ScenarioSummary }>): string[] {
+  const out: string[] = [];
+  for (const s of new Set(entries.map((e) => e.scenario))) {
+    const mine = entries.filter((e) => e.scenario === s);
+    const base = mine[0];
+    if (!base || mine.length < 2) continue;
+    for (const e of mine.slice(1)) {
+      const ratio = e.summary.completed_per_s / Math.max(base.summary.completed_per_s, 1e-9);
+      const p99 = (x: ScenarioSummary) => x.latency_ms[s.primaryKind]?.p99 ?? NaN;
+      out.push(
+        `${s.name}: ${workersLabel(e.workers)} ${e.summary.completed_per_s.toFixed(1)} orders/s vs ${workersLabel(base.workers)} ${base.summary.completed_per_s.toFixed(1)}: ` +
+          `×${ratio.toFixed(2)} (p99 ${p99(e.summary).toFixed(1)} vs ${p99(base.summary).toFixed(1)} ms; CPU ms/req ${e.summary.cpu_ms_per_create.toFixed(2)} vs ${base.summary.cpu_ms_per_create.toFixed(2)}; medians of ${Math.min(e.summary.runs, base.summary.runs)} interleaved runs)`,
+      );
+    }
+  }
+  return out;
+}
+
+function resultsTable(entries: Array<{ scenario: Scenario; workers: string; summary: ScenarioSummary }>): string {
   const rows = [['scenario', 'conns', 'orders/s', 'req/s', 'p50 ms', 'p95 ms', 'p99 ms', 'errors', 'statuses', 'ok']];
   rows[0]!.splice(8, 0, 'srv CPU %', 'main thread cpu/runq/sleep/fsync/idle %', 'others CPU %', 'CPU ms/req', 'peak RSS MB');
-  for (const { scenario: s, summary: x } of entries) {
+  const several = new Set(entries.map((e) => e.workers)).size > 1;
+  for (const { scenario: s, workers, summary: x } of entries) {
     for (const kind of Object.keys(x.latency_ms)) {
       const primary = kind === s.primaryKind;
       const l = x.latency_ms[kind]!;
@@ -448,7 +491,7 @@ function resultsTable(entries: Array<{ scenario: Scenario; summary: ScenarioSumm
         .map(([code, n]) => `${code}×${n}`)
         .join(' ');
       rows.push([
-        primary ? s.name : `  └ ${kind} GET`,
+        primary ? (several ? `${s.name} ${workersLabel(workers)}` : s.name) : `  └ ${kind} GET`,
         primary ? String(s.connections) : '',
         primary ? x.completed_per_s.toFixed(1) : '',
         x.per_s[kind]!.toFixed(1),
@@ -514,41 +557,45 @@ async function scenarioMode(): Promise<number> {
     buildService();
   }
 
-  const results: Array<{ scenario: Scenario; runs: RunResult[]; summary?: ScenarioSummary; error?: string }> = [];
+  // One entry per scenario and WORKERS setting; each run goes through the settings in turn.
+  const results: Array<{ scenario: Scenario; workers: string; runs: RunResult[]; summary?: ScenarioSummary; error?: string }> = [];
   let profile: { dir: string; files: Array<{ file: string; bytes: number }>; summaries: ProfileSummary[] } | undefined;
   for (const s of scenarios) {
-    const entry: (typeof results)[number] = { scenario: s, runs: [] };
-    results.push(entry);
+    const entries = WORKERS_LIST.map((workers) => ({ scenario: s, workers, runs: [] as RunResult[] }) as (typeof results)[number]);
+    results.push(...entries);
     for (let run = 1; run <= runs; run++) {
-      const profileDir = profileName === s.name && run === 1 ? join(PROFILES_DIR, `${id}-${s.name}`) : undefined;
-      process.stdout.write(`▶ ${s.name.padEnd(15)} run ${run}/${runs}${profileDir ? ' (cpu-prof)' : ''} … `);
-      try {
-        const r = await runScenario(s, run, { duration, warmup, keep: argv.keep, ...(profileDir ? { profileDir } : {}) });
-        entry.runs.push(r);
-        const l = r.kinds[s.primaryKind]!.latency_ms;
-        log(
-          `${r.completed_per_s.toFixed(1)} orders/s, p50 ${l.p50} / p95 ${l.p95} / p99 ${l.p99} ms, errors ${r.errors.total}, ` +
-            `CPU ${r.server.cpu_pct}% (main thread ${r.server.main_thread_cpu_pct}%${r.server.main_thread && argv.store === 'sqlite' ? `, sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
-        );
-        if (!r.ok) log(`  ✗ ${r.failure}`);
-        if (r.kept_dir) log(`  kept ${r.kept_dir}`);
-        const runq = r.server.main_thread?.runqueue_wait_pct ?? 0;
-        if (runq > 10 || r.machine_cpu.others_pct > 20) {
-          log(`  ! noisy: the server's main thread waited for a CPU ${runq}% of the time; others used ${r.machine_cpu.others_pct}% CPU (steal ${r.machine_cpu.steal_pct}%)`);
+      for (const entry of entries) {
+        const { workers } = entry;
+        const profileDir = profileName === s.name && run === 1 && entry === entries[entries.length - 1] ? join(PROFILES_DIR, `${id}-${s.name}`) : undefined;
+        process.stdout.write(`▶ ${s.name.padEnd(15)} ${workersLabel(workers).padEnd(13)} run ${run}/${runs}${profileDir ? ' (cpu-prof)' : ''} … `);
+        try {
+          const r = await runScenario(s, run, { duration, warmup, keep: argv.keep, workers, ...(profileDir ? { profileDir } : {}) });
+          entry.runs.push(r);
+          const l = r.kinds[s.primaryKind]!.latency_ms;
+          log(
+            `${r.completed_per_s.toFixed(1)} orders/s, p50 ${l.p50} / p95 ${l.p95} / p99 ${l.p99} ms, errors ${r.errors.total}, ` +
+              `CPU ${r.server.cpu_pct}% (main threads ${r.server.main_thread_cpu_pct}%${r.server.main_thread && argv.store === 'sqlite' ? `, first loop sleeping on the SQLite lock ${r.server.main_thread.states_pct.sleep ?? 0}%` : ''}), peak RSS ${r.server.peak_rss_mb} MB, invariants ${r.verify?.ok ? `ok (${r.verify.orders} orders, settled in ${r.verify.settle_ms} ms)` : 'VIOLATED'}`,
+          );
+          if (!r.ok) log(`  ✗ ${r.failure}`);
+          if (r.kept_dir) log(`  kept ${r.kept_dir}`);
+          const runq = r.server.main_thread?.runqueue_wait_pct ?? 0;
+          if (runq > 10 || r.machine_cpu.others_pct > 20) {
+            log(`  ! noisy: the server's main thread waited for a CPU ${runq}% of the time; others used ${r.machine_cpu.others_pct}% CPU (steal ${r.machine_cpu.steal_pct}%)`);
+          }
+          if (r.errors.total > 0) log(`  ! errors: ${JSON.stringify(r.errors)}`);
+          if (profileDir) {
+            const files = profileFiles(profileDir).map((f) => ({ file: relative(ROOT, f), bytes: statSync(f).size }));
+            const summaries = profileFiles(profileDir).map((f) => summariseProfile(f, 25));
+            profile = { dir: relative(ROOT, profileDir), files, summaries };
+          }
+        } catch (err) {
+          log('FAILED');
+          log(`  ✗ ${(err as Error).message}`);
+          entry.error = (err as Error).message;
         }
-        if (r.errors.total > 0) log(`  ! errors: ${JSON.stringify(r.errors)}`);
-        if (profileDir) {
-          const files = profileFiles(profileDir).map((f) => ({ file: relative(ROOT, f), bytes: statSync(f).size }));
-          const summaries = profileFiles(profileDir).map((f) => summariseProfile(f, 25));
-          profile = { dir: relative(ROOT, profileDir), files, summaries };
-        }
-      } catch (err) {
-        log('FAILED');
-        log(`  ✗ ${(err as Error).message}`);
-        entry.error = (err as Error).message;
       }
     }
-    if (entry.runs.length) entry.summary = summariseRuns(entry.runs);
+    for (const entry of entries) if (entry.runs.length) entry.summary = summariseRuns(entry.runs);
   }
 
   const ok = results.every((e) => !e.error && e.summary?.ok);
@@ -565,11 +612,14 @@ async function scenarioMode(): Promise<number> {
       runs,
       users: USERS,
       profiled_scenario: profileName ?? null,
+      workers: WORKERS_LIST.map((w) => (w === 'default' ? { setting: 'default', loops: DEFAULT_WORKERS } : { setting: w, loops: Number(w) })),
       server_env: { SEED_DEMO: 'false', LOG_LEVEL: 'warn', RATE_LIMIT_PER_SEC: '1000000', RATE_LIMIT_BURST: '1000000', RATE_LIMIT_IP_PER_SEC: '1000000', RATE_LIMIT_IP_BURST: '1000000', SYNC_WAIT_MS: 'default (10000)', INVENTORY_THREADS: 'default (2)' },
       load: 'autocannon from the bench process, pipelining 1, 127.0.0.1; latency = autocannon per-response time',
     },
     scenarios: results.map((e) => ({
       name: e.scenario.name,
+      workers: e.workers === 'default' ? DEFAULT_WORKERS : Number(e.workers),
+      workers_setting: e.workers,
       description: e.scenario.description,
       connections: e.scenario.connections,
       expected_statuses: e.scenario.expected,
@@ -577,15 +627,18 @@ async function scenarioMode(): Promise<number> {
       error: e.error ?? null,
       runs: e.runs,
     })),
+    ratios: workerRatios(results.filter((e) => e.summary) as Array<{ scenario: Scenario; workers: string; summary: ScenarioSummary }>),
     ...(profile ? { profile } : {}),
   });
 
-  const done = results.filter((e) => e.summary) as Array<{ scenario: Scenario; summary: ScenarioSummary }>;
+  const done = results.filter((e) => e.summary) as Array<{ scenario: Scenario; workers: string; summary: ScenarioSummary }>;
   log('');
   if (done.length) log(resultsTable(done));
+  const ratios = workerRatios(done);
+  if (ratios.length) log(`\n${ratios.join('\n')}`);
   log(
     `\norders/s: orders that reached "completed" during the measured window (from the DB); latencies: every response of that kind${runs > 1 ? `; medians of ${runs} runs` : ''}.` +
-      `\nsrv CPU %: the server process from /proc (100 = one core). main thread: % of wall time on a CPU / runnable but waiting for one` +
+      `\nsrv CPU %: the server process and its order loops, from /proc (100 = one core). main thread (the first loop's): % of wall time on a CPU / runnable but waiting for one` +
       `\n  (schedstat) / in nanosleep (SQLite busy handler waiting for the write lock) / in fsync (WAL checkpoint) / idle in epoll (sampled).` +
       `\nothers CPU %: machine CPU used by neither the server nor the bench (other processes, hypervisor steal): high = noisy run.`,
   );

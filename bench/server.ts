@@ -21,7 +21,7 @@ const SERVICE_VARS = [
   'ORDER_TIMEOUT_MS', 'RETRY_MAX_ATTEMPTS', 'RETRY_BASE_MS', 'INVENTORY_THREADS', 'RATE_LIMIT_PER_SEC', 'RATE_LIMIT_BURST',
   'RATE_LIMIT_IP_PER_SEC', 'RATE_LIMIT_IP_BURST', 'REDIS_URL', 'REDIS_KEY_PREFIX', 'TRUST_PROXY', 'JWT_JWKS_URL', 'JWT_JWKS_FILE',
   'JWT_ALGORITHMS', 'JWT_CLOCK_TOLERANCE_S', 'JWT_ROLE_CLAIM', 'JWT_JWKS_COOLDOWN_MS', 'JWT_JWKS_MAX_AGE_MS', 'HEADERS_TIMEOUT_MS',
-  'REQUEST_TIMEOUT_MS', 'KEEP_ALIVE_TIMEOUT_MS', 'MAX_HEADER_BYTES', 'MAX_CONNECTIONS', 'CORS_ORIGINS', 'LOG_LEVEL', 'SEED_DEMO', 'SHUTDOWN_GRACE_MS', 'MAX_LIVE_ORDERS', 'IDEMPOTENCY_TTL_HOURS', 'INSPECT', 'INSPECT_URL',
+  'REQUEST_TIMEOUT_MS', 'KEEP_ALIVE_TIMEOUT_MS', 'MAX_HEADER_BYTES', 'MAX_CONNECTIONS', 'CORS_ORIGINS', 'LOG_LEVEL', 'SEED_DEMO', 'SHUTDOWN_GRACE_MS', 'MAX_LIVE_ORDERS', 'IDEMPOTENCY_TTL_HOURS', 'INSPECT', 'INSPECT_URL', 'WORKERS',
 ];
 
 /** `npm run build` (tsc → dist/). Throws with the compiler output on failure. */
@@ -113,8 +113,6 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     JWT_SECRET: jwtSecret,
     SEED_DEMO: 'false',
     LOG_LEVEL: 'warn',
-    // One process per instance, as every figure so far was measured; a run that compares loops sets WORKERS.
-    WORKERS: '1',
     RATE_LIMIT_PER_SEC: '1000000',
     RATE_LIMIT_BURST: '1000000',
     RATE_LIMIT_IP_PER_SEC: '1000000',
@@ -214,21 +212,62 @@ export function cpuTimeMs(pid: number, tid?: number): number {
 
 /** VmRSS and VmHWM (peak RSS) in MB. */
 export function memoryMb(pid: number): { rss: number; hwm: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  // Summed over a primary and its order loops (peaks summed: an upper bound of the peak together).
+  let rss = 0;
+  let hwm = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+      rss += kb('VmRSS') / 1024;
+      hwm += kb('VmHWM') / 1024;
+    } catch {
+      if (p === pid) throw new Error(`process ${pid} is gone`);
+    }
+  }
+  return { rss, hwm };
 }
 
 export interface CpuMark {
   /** The whole process. */
   cpuMs: number;
-  /** The main thread (the event loop: HTTP, actors, main-thread SQLite); the rest is mostly the Piscina workers. */
+  /** The main threads (event loops: HTTP, actors, main-thread SQLite) of the server and its order loops; the rest is mostly the Piscina workers. */
   mainMs: number;
   at: number;
 }
 
 export function markCpu(pid: number): CpuMark {
-  return { cpuMs: cpuTimeMs(pid), mainMs: cpuTimeMs(pid, pid), at: performance.now() };
+  // With WORKERS > 1 the server is a primary and its order loops: count the whole tree.
+  let cpuMs = 0;
+  let mainMs = 0;
+  for (const p of processTree(pid)) {
+    try {
+      cpuMs += cpuTimeMs(p);
+      mainMs += cpuTimeMs(p, p);
+    } catch {
+      // a loop that exited between the listing and the read
+    }
+  }
+  return { cpuMs, mainMs, at: performance.now() };
+}
+
+/** `pid` and its descendants (the order loops of a primary), from /proc. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      const kids = readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim();
+      if (kids) out.push(...kids.split(' ').map(Number));
+    } catch {
+      // gone, or /proc will not say
+    }
+  }
+  return out;
+}
+
+/** The process whose event loop serves orders: the first order loop under a primary, else `pid` itself. */
+export function firstLoop(pid: number): number {
+  return processTree(pid)[1] ?? pid;
 }
 
 /** Average CPU % between two marks (100 % = one core busy). */

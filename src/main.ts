@@ -20,7 +20,7 @@ import { createLogger, type Logger } from './logger.js';
 import { ipcClusterBus } from './loops/ipc.bus.js';
 import { LOOP_SLOT_ENV, loopConfig } from './loops/loop.config.js';
 import { loopMetrics } from './loops/metrics.relay.js';
-import { runOrderLoops, storeSharesOwnership } from './loops/order-loops.primary.js';
+import { runOrderLoops } from './loops/order-loops.primary.js';
 import { createServiceMetrics, type ServiceMetrics } from './metrics/service.metrics.js';
 import { orderMachine } from './machines/order.machine.js';
 import { ClusterMember } from './orders/cluster.member.js';
@@ -48,9 +48,6 @@ export interface ServiceOverrides {
   /** What /metrics serves instead of this service's registry (an order loop: every loop's, from the primary). */
   metricsExposition?: Pick<Registry, 'metrics' | 'contentType'>;
 }
-
-/** `openStore` with the bus the SQLite cluster store (branch sqlite-cluster) takes; PostgreSQL ignores it. */
-const openSharedStore = openStore as (config: Config, logger: Logger, options?: { bus?: ClusterBus }) => Promise<OpenedStore>;
 
 export interface Service {
   config: Config;
@@ -90,12 +87,12 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
   const rateLimitStore = await createRateLimitStore(config.rateLimit.storage, logger);
 
-  const store = await openSharedStore(config, logger, overrides.bus ? { bus: overrides.bus } : {});
+  const store = await openStore(config, logger, overrides.bus ? { bus: overrides.bus } : {});
   const { stores } = store;
   if (overrides.bus && !store.cluster) {
     // Loops on a store without ownership would each resume and write every order: refuse.
     await store.close();
-    throw new Error(`an order loop needs a store that several loops share (PostgreSQL, or SQLite with its cluster store); this ${store.kind} store is not: set WORKERS=1`);
+    throw new Error(`an order loop needs a store that several loops share; this ${store.kind} store is not: set WORKERS=1`);
   }
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
@@ -232,8 +229,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
 
 /**
  * Decides what this process is: one order loop of several (forked by the primary, slot in
- * ORDERSAGA_LOOP_SLOT), the primary of WORKERS loops, or the whole service in one process
- * (WORKERS=1, or a store the loops cannot share).
+ * ORDERSAGA_LOOP_SLOT), the primary of WORKERS loops, or the whole service in one process (WORKERS=1).
  */
 async function main(): Promise<void> {
   let config: Config;
@@ -247,13 +243,10 @@ async function main(): Promise<void> {
   const slot = cluster.isWorker ? process.env[LOOP_SLOT_ENV] : undefined;
   if (slot !== undefined) return serve(loopConfig(config), logger.child({ loop: Number(slot) }), { loop: true });
   if (config.workers > 1) {
-    if (storeSharesOwnership(config)) {
-      // The primary prints the development tokens (once) and writes the secret every loop reads.
-      if (!config.jwt.jwksUrl && !config.jwt.jwksFile && !config.jwt.secret) await printDevTokens(config, resolveDevSecret(config.dbPath, true)!.secret);
-      runOrderLoops({ config, logger, listening: ({ port }) => logListening(config, logger, port, config.workers) });
-      return;
-    }
-    logger.info({ workers: config.workers }, 'WORKERS > 1 needs a store several order loops can share, which the SQLite store of this build is not: running one process');
+    // The primary prints the development tokens (once) and writes the secret every loop reads.
+    if (!config.jwt.jwksUrl && !config.jwt.jwksFile && !config.jwt.secret) await printDevTokens(config, resolveDevSecret(config.dbPath, true)!.secret);
+    runOrderLoops({ config, logger, listening: ({ port }) => logListening(config, logger, port, config.workers) });
+    return;
   }
   return serve(config, logger, { loop: false });
 }

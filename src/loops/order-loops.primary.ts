@@ -15,17 +15,6 @@ import { primaryMetrics } from './metrics.relay.js';
  * on SIGTERM/SIGINT.
  */
 
-/**
- * Whether the store lets several loops share it (ownership, fencing, takeover). PostgreSQL
- * does (#10). SQLite does once its ClusterStore adapter (branch sqlite-cluster) is merged:
- * set this to true with that merge; until then WORKERS>1 on SQLite runs one process.
- */
-export const SQLITE_SHARES_OWNERSHIP = false;
-
-export function storeSharesOwnership(config: Config): boolean {
-  return config.database.url !== undefined || SQLITE_SHARES_OWNERSHIP;
-}
-
 /** A loop that lived less than this before it died counts as crashing again: its replacement waits longer. */
 const STEADY_MS = 10_000;
 const BACKOFF_BASE_MS = 500;

@@ -20,7 +20,8 @@ export interface ClusterMemberOptions {
 }
 
 /**
- * This instance as one of several on one PostgreSQL database:
+ * This instance as one of several on one database (PostgreSQL, or one SQLite file shared by
+ * a service's order loops, where the `ClusterBus` stands in for NOTIFY):
  * - **Lease.** Registered at start, renewed every `leaseMs / 3` by the database's clock. A
  *   renewal that finds the lease already over (the process froze or was cut off past it)
  *   stops every actor at once and claims back only what nobody took meanwhile. Before

@@ -17,8 +17,10 @@ export interface Fence {
 /*
  * The fence travels with the step's async context rather than through every port's
  * signature: gateways and the carrier call the stores on the step's behalf and need not
- * know about ownership. Stores that can be shared by several instances (PostgreSQL) read
- * it; SQLite, written by one process, has nothing to fence.
+ * know about ownership. Every store reads it: PostgreSQL in the effect's statement, SQLite
+ * inside the effect's write transaction. It is set only when a cluster is in use (several
+ * instances on PostgreSQL, several order loops on one SQLite file); a lone process runs
+ * its steps unfenced.
  */
 const current = new AsyncLocalStorage<Fence>();
 

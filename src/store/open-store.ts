@@ -2,13 +2,16 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { InventoryStoreOptions } from '../workers/inventory.pool.js';
 import type { Db } from './sqlite/sqlite.database.js';
-import type { ClusterStore, Stores } from './store.ports.js';
+import type { ClusterBus, ClusterStore, Stores } from './store.ports.js';
 
 /** The store the service runs on, as the composition root needs it. */
 export interface OpenedStore {
   kind: 'sqlite' | 'postgres';
   stores: Stores;
-  /** Several instances on one database: only on PostgreSQL. */
+  /**
+   * Several instances on one database: always on PostgreSQL; on SQLite when opened with a
+   * bus (the order loops of one service sharing its file).
+   */
   cluster?: ClusterStore;
   /** What the inventory worker threads open, each on its own connection. */
   inventoryWorker: InventoryStoreOptions;
@@ -23,12 +26,21 @@ export interface OpenedStore {
   close(): Promise<void>;
 }
 
+export interface OpenStoreOptions {
+  /**
+   * How this process reaches the others sharing the SQLite file (relayed by the primary).
+   * Given, the SQLite store returns `cluster` and this process is one member; ignored on
+   * PostgreSQL, which notifies through the database.
+   */
+  bus?: ClusterBus;
+}
+
 /**
  * The one place that picks the store: PostgreSQL when `DATABASE_URL` is set, else the
  * SQLite file at `DB_PATH`. Either is migrated before it is returned. Only the chosen
  * store's driver is loaded.
  */
-export async function openStore(config: Config, logger: Logger): Promise<OpenedStore> {
+export async function openStore(config: Config, logger: Logger, options: OpenStoreOptions = {}): Promise<OpenedStore> {
   const url = config.database.url;
   if (url !== undefined) {
     const { openPostgresStore } = await import('./postgres/postgres.stores.js');
@@ -51,7 +63,7 @@ export async function openStore(config: Config, logger: Logger): Promise<OpenedS
     return { kind: 'postgres', stores: store.stores, cluster: store.cluster, inventoryWorker: { kind: 'postgres', url }, probeWrite, close: store.close };
   }
   const { openSqliteStore } = await import('./sqlite/sqlite.stores.js');
-  const store = openSqliteStore(config.dbPath, logger);
+  const store = openSqliteStore(config.dbPath, logger, { bus: options.bus });
   const { default: Database } = await import('better-sqlite3');
   let probe: InstanceType<typeof Database> | undefined;
   const probeWrite = async () => {
@@ -71,6 +83,7 @@ export async function openStore(config: Config, logger: Logger): Promise<OpenedS
   return {
     kind: 'sqlite',
     stores: store.stores,
+    ...(store.cluster ? { cluster: store.cluster } : {}),
     inventoryWorker: { kind: 'sqlite', dbPath: config.dbPath },
     sqlite: store.db,
     probeWrite,

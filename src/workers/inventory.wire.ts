@@ -25,6 +25,14 @@ export interface BatchTask {
   ops: StockOp[];
 }
 
+/** What an operation refused by its fence answers; the pool turns it into `staleEpoch` for the step. */
+export const staleResult = (orderId: string, fence: StockFence | undefined): StockResult => ({
+  ok: false,
+  code: 'step_failed',
+  message: `stale_epoch: order ${orderId} is no longer owned by ${fence?.owner} at epoch ${fence?.epoch}`,
+  fenced: true,
+});
+
 /** A stock result as the order steps want it: the reservation, or an `OrderError` with its code. */
 export function unwrapStockResult(result: StockResult): Reservation | null {
   if (result.ok) return result.reservation;

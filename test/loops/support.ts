@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SQLITE_SHARES_OWNERSHIP } from '../../src/loops/order-loops.primary.js';
 import { openCommittedReader, type CommittedReader } from '../support/ledger.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { client, startServerProcess, type ServerProcess } from '../support/process.js';
@@ -10,13 +9,12 @@ import { TEST_SECRET } from '../support/service.js';
 /*
  * A real service of several order loops (WORKERS, node:cluster) on a store of its own, the
  * store the vitest project runs (TEST_STORE=postgres in `postgres`, SQLite in `sqlite`).
- * SQLite loops need the SQLite cluster store (branch sqlite-cluster): until it is merged and
- * SQLITE_SHARES_OWNERSHIP is true, the SQLite run of these files is skipped, saying why.
  */
 
 export const STORE: 'postgres' | 'sqlite' = process.env.TEST_STORE === 'postgres' ? 'postgres' : 'sqlite';
-export const LOOPS_RUNNABLE = STORE === 'postgres' || SQLITE_SHARES_OWNERSHIP;
-export const STORE_LABEL = STORE === 'postgres' ? 'PostgreSQL' : SQLITE_SHARES_OWNERSHIP ? 'SQLite' : 'SQLite (skipped: needs the SQLite cluster store of branch sqlite-cluster)';
+/** Both stores let loops share them; kept so that a store that cannot is skipped, saying so. */
+export const LOOPS_RUNNABLE = true;
+export const STORE_LABEL = STORE === 'postgres' ? 'PostgreSQL' : 'SQLite';
 
 export type Api = ReturnType<typeof client>;
 

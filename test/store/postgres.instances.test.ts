@@ -4,17 +4,19 @@ import { newId } from '../../src/domain/ids.js';
 import { createLogger } from '../../src/logger.js';
 import { run } from '../../src/store/postgres/postgres.database.js';
 import { plans } from '../../src/store/postgres/postgres.plans.js';
-import { release, reserve } from '../../src/store/postgres/postgres.inventory.js';
 import { runFenced, type Fence } from '../../src/store/fence.js';
 import { openPostgresStore, type PostgresStore } from '../../src/store/postgres/postgres.stores.js';
+import { createInventoryPool } from '../../src/workers/inventory.pool.js';
 import { admin, createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { clusterContract, type ClusterHarness, type ClusterNode } from './contract/cluster.contract.js';
 import { orderId, stateWrite } from './contract/harness.js';
 
 /*
- * What the PostgreSQL adapter must get right beyond the contract: two stores on one
- * database (two instances, each its own pool) never take the same order or key twice,
- * lock contention is `storage_busy`, and the phase-2 prototype of a fenced effect write
- * refuses a stale owner.
+ * What the PostgreSQL adapter must get right beyond the contracts (the cluster contract
+ * runs on PostgreSQL at the end of this file): two stores on one database (two instances,
+ * each its own pool) never take the same key twice, lock contention is `storage_busy`, a
+ * fenced effect statement refuses a stale owner, and row locks order a takeover and a
+ * fenced effect in flight.
  */
 let db: TestDatabase;
 let a: PostgresStore;
@@ -35,23 +37,6 @@ afterAll(async () => {
 });
 
 describe('two stores on one PostgreSQL database', () => {
-  it('never hand one order at one epoch to two concurrent claimers, and leave it with the last one', async () => {
-    const ids = Array.from({ length: 200 }, orderId);
-    await a.stores.states.commitTurn(() => ids.map((id) => stateWrite(id, { owner: 'dead', epoch: 1, seq: 1 })));
-    const [byA, byB] = await Promise.all([a.stores.states.claimUnfinished('a'), b.stores.states.claimUnfinished('b')]);
-    // Each claimer takes every unfinished order it can (a restart's claim); claims of one order
-    // never share an epoch, and the order ends with whoever holds the highest.
-    const rows = await admin((c) => c.query(`SELECT order_id, owner, epoch FROM order_snapshots WHERE order_id = ANY($1)`, [ids]), db.url);
-    for (const row of rows.rows) {
-      const claims = [...byA.map((o) => ({ ...o, by: 'a' })), ...byB.map((o) => ({ ...o, by: 'b' }))].filter((o) => o.order_id === row.order_id);
-      expect(claims.length).toBeGreaterThanOrEqual(1);
-      expect(new Set(claims.map((c) => c.epoch)).size).toBe(claims.length);
-      const last = claims.reduce((x, y) => (y.epoch > x.epoch ? y : x));
-      expect({ owner: row.owner, epoch: Number(row.epoch) }).toEqual({ owner: last.by, epoch: last.epoch });
-    }
-    expect(rows.rows).toHaveLength(200);
-  });
-
   it('create one entry for an Idempotency-Key claimed by both at once, and both answer with it', async () => {
     const now = new Date();
     const entry = (order: string) => ({
@@ -124,130 +109,12 @@ describe('a fenced charge insert, as one statement', () => {
   });
 });
 
-describe('leases and the reaper', () => {
-  const lease = (id: string, until: string, stopping = false) =>
-    admin((c) => c.query(`INSERT INTO instances (instance_id, started_at, lease_until, stopping) VALUES ($1, now(), ${until}, $2)
-                           ON CONFLICT (instance_id) DO UPDATE SET lease_until = ${until}, stopping = $2`, [id, stopping]), db.url);
-
-  it('never let two reapers claim one order, and take only orders of owners without a live lease', async () => {
-    await a.cluster.register('reaper-a', 60_000);
-    await b.cluster.register('reaper-b', 60_000);
-    await lease('alive', `now() + interval '1 minute'`);
-    await lease('expired', `now() - interval '1 second'`);
-    await lease('leaving', `now() + interval '1 minute'`, true);
-    const byOwner = { alive: 50, expired: 100, leaving: 100, vanished: 100 };
-    const ids: Record<string, string[]> = {};
-    for (const [owner, n] of Object.entries(byOwner)) {
-      ids[owner] = Array.from({ length: n }, orderId);
-      await a.stores.states.commitTurn(() => ids[owner]!.map((id) => stateWrite(id, { owner, epoch: 4, seq: 1 })));
-    }
-    const claimAll = async (store: PostgresStore, me: string) => {
-      const got = [];
-      for (;;) {
-        const batch = await store.cluster.claimOrphaned(me, 7);
-        got.push(...batch);
-        if (batch.length < 7) return got;
-      }
-    };
-    const [byA, byB] = await Promise.all([claimAll(a, 'reaper-a'), claimAll(b, 'reaper-b')]);
-    const all = [...byA, ...byB].map((o) => o.order_id);
-    expect(new Set(all).size).toBe(all.length); // nobody took an order twice
-    const ours = new Set(Object.values(ids).flat());
-    const claimed = [...byA, ...byB].filter((o) => ours.has(o.order_id));
-    const orphans = [...ids.expired!, ...ids.leaving!, ...ids.vanished!];
-    expect(claimed.map((o) => o.order_id).sort()).toEqual([...orphans].sort());
-    for (const o of claimed) expect(o.epoch).toBe(5);
-    const rows = await admin((c) => c.query(`SELECT owner, count(*)::int AS n FROM order_snapshots WHERE order_id = ANY($1) GROUP BY owner`, [ids.alive]), db.url);
-    expect(rows.rows).toEqual([{ owner: 'alive', n: 50 }]);
-  });
-
-  it('claim nothing for an instance whose own lease has run out, and refuse to renew it', async () => {
-    const id = orderId();
-    await a.stores.states.commitTurn(() => [stateWrite(id, { owner: 'gone-owner', epoch: 1, seq: 1 })]);
-    await lease('late', `now() - interval '10 milliseconds'`);
-    expect(await a.cluster.claimOrphaned('late', 10)).toEqual([]);
-    expect(await a.cluster.renew('late', 60_000)).toBe(false);
-    await a.cluster.register('late', 60_000);
-    expect(await a.cluster.renew('late', 60_000)).toBe(true);
-    expect((await a.cluster.claimOrphaned('late', 1000)).map((o) => o.order_id)).toContain(id);
-  });
-
-  it('make a handed-over instance\'s orders claimable at once', async () => {
-    await a.cluster.register('handing', 60_000);
-    await b.cluster.register('taking', 60_000);
-    const id = orderId();
-    await a.stores.states.commitTurn(() => [stateWrite(id, { owner: 'handing', epoch: 2, seq: 1 })]);
-    expect((await b.cluster.claimOrphaned('taking', 1000)).map((o) => o.order_id)).not.toContain(id);
-    await a.cluster.handOver('handing');
-    const taken = (await b.cluster.claimOrphaned('taking', 1000)).find((o) => o.order_id === id);
-    expect(taken).toMatchObject({ owner: 'taking', epoch: 3, prev_owner: 'handing' });
-  });
-});
-
-describe('every step effect on PostgreSQL, fenced by (owner, epoch)', () => {
+describe('a fenced effect on PostgreSQL and a takeover', () => {
   const fence = (owner: string, epoch: number) => {
     const refused: string[] = [];
     const f: Fence = { owner, epoch, refused: (id) => refused.push(id) };
     return { f, refused };
   };
-  const request = { items: [{ sku: 'FENCE-SKU', quantity: 1 }], payment: { token: 'tok_visa' }, shipping: { name: 'n', line1: 'l', city: 'c', postal_code: 'p', country: 'DE' } };
-  const effects = (s: PostgresStore, id: string) => ({
-    place: () => s.stores.orders.place({ id, user_id: 'u', items: [{ sku: 'FENCE-SKU', quantity: 1, unit_price_cents: 100 }], total_cents: 100, currency: 'USD', created_at: new Date().toISOString() }, request.shipping),
-    close: () => s.stores.orders.close(id, 'cancelled', { user_id: 'u', request, created_at: new Date().toISOString() }),
-    charge: () => s.stores.payments.recordCharge({ payment_id: newId('ch'), order_id: id, idempotency_key: `${id}:capture`, status: 'captured', amount_cents: 100, refunded_cents: 0, decline_code: null }),
-    refund: () => s.stores.payments.refundOrder(id, `${id}:refund`),
-    ship: () => s.stores.shipments.insert({ shipment_id: newId('sh'), order_id: id, idempotency_key: `${id}:ship`, carrier: 'c', tracking_number: 't', country: 'DE' }),
-    notify: () => s.stores.notifications.insert({ notification_id: newId('n'), order_id: id, kind: 'order_confirmation', recipient: 'u', created_at: new Date().toISOString(), idempotency_key: `${id}:notify`, payload: {} }),
-    sell: () => s.stores.stock.sell(id),
-    reserve: async () => reserve(s.pool, id, request.items, { owner: f(), epoch: e() }),
-    release: async () => release(s.pool, id, { owner: f(), epoch: e() }),
-  });
-  // reserve/release take their fence as data (they run on the worker threads); the rest from the step's context.
-  let current: Fence | undefined;
-  const f = () => current!.owner;
-  const e = () => current!.epoch;
-
-  it('refuse every effect of a stale owner and write nothing, then let the owner holding the epoch write', async () => {
-    await a.stores.catalog.upsertProduct({ sku: 'FENCE-SKU', name: 'f', price_cents: 100, available: 10 });
-    const id = orderId();
-    await a.stores.states.commitTurn(() => [stateWrite(id, { owner: 'holder', epoch: 7, seq: 1 })]);
-    const counts = () =>
-      admin(
-        (c) => c.query(`SELECT (SELECT count(*)::int FROM orders WHERE id = $1) AS orders, (SELECT count(*)::int FROM payment_charges WHERE order_id = $1) AS charges,
-                               (SELECT count(*)::int FROM payment_refunds WHERE order_id = $1) AS refunds, (SELECT count(*)::int FROM shipments WHERE order_id = $1) AS shipments,
-                               (SELECT count(*)::int FROM notifications WHERE order_id = $1) AS notifications, (SELECT count(*)::int FROM reservations WHERE order_id = $1) AS reservations,
-                               (SELECT reserved::int FROM products WHERE sku = 'FENCE-SKU') AS reserved`, [id]),
-        db.url,
-      ).then((r) => r.rows[0]);
-    const before = await counts();
-    for (const stale of [fence('holder', 6), fence('thief', 7)]) {
-      current = stale.f;
-      for (const [name, effect] of Object.entries(effects(b, id))) {
-        if (name === 'reserve' || name === 'release') {
-          expect(await effect(), name).toMatchObject({ ok: false, fenced: true });
-          continue;
-        }
-        const err = await runFenced(stale.f, effect as () => Promise<unknown>).then(() => null, (e: unknown) => e);
-        expect(err, name).toBeInstanceOf(OrderError);
-        expect((err as OrderError).message, name).toMatch(/^stale_epoch/);
-      }
-      expect(stale.refused.length).toBe(7);
-      expect(new Set(stale.refused)).toEqual(new Set([id]));
-    }
-    expect(await counts()).toEqual(before);
-
-    const holder = fence('holder', 7);
-    current = holder.f;
-    const run = effects(a, id);
-    expect(await run.reserve()).toMatchObject({ ok: true });
-    await runFenced(holder.f, run.place);
-    await runFenced(holder.f, run.charge);
-    await runFenced(holder.f, run.ship);
-    await runFenced(holder.f, run.sell);
-    await runFenced(holder.f, run.notify);
-    expect(holder.refused).toEqual([]);
-    expect(await counts()).toMatchObject({ orders: 1, charges: 1, shipments: 1, notifications: 1, reservations: 1, reserved: 0 });
-  });
 
   it('let a takeover wait for a fenced effect in flight, after which the old owner is refused', async () => {
     const id = orderId();
@@ -295,3 +162,61 @@ describe('a fenced effect issued while a takeover is under way', () => {
     expect(await a.stores.payments.findCharge(id)).toBeNull();
   });
 });
+
+/** This file's second database, for the cluster contract: emptied before each test, two stores (each its own pool and worker pool) on it. */
+let clusterDb: Promise<TestDatabase> | undefined;
+afterAll(async () => (await clusterDb)?.drop());
+
+async function postgresCluster(): Promise<ClusterHarness> {
+  const url = (await (clusterDb ??= createTestDatabase('cluster'))).url;
+  await admin(async (c) => {
+    const { rows } = await c.query<{ tablename: string }>(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'`);
+    if (rows.length > 0) await c.query(`TRUNCATE ${rows.map((r) => r.tablename).join(', ')}`);
+  }, url);
+  const logger = createLogger('silent');
+  const members = await Promise.all(
+    [0, 1].map(async () => {
+      const store = await openPostgresStore({ url, logger, poolSize: 4 });
+      const pool = createInventoryPool({ store: { kind: 'postgres', url }, threads: 1, beforeDispatch: store.stores.flush });
+      const node: ClusterNode = { stores: store.stores, cluster: store.cluster, inventory: { reserve: pool.reserve, release: pool.release, sell: store.stores.stock.sell } };
+      return { store, pool, node };
+    }),
+  );
+  const query = members[0]!.store.pool;
+  return {
+    a: members[0]!.node,
+    b: members[1]!.node,
+    async lease(id, ms, stopping = false) {
+      await query.query(
+        `INSERT INTO instances (instance_id, started_at, lease_until, stopping) VALUES ($1, now(), now() + $2 * interval '1 millisecond', $3)
+         ON CONFLICT (instance_id) DO UPDATE SET lease_until = excluded.lease_until, stopping = excluded.stopping`,
+        [id, ms, stopping],
+      );
+    },
+    async owners(ids) {
+      const { rows } = await query.query<{ order_id: string; owner: string; epoch: string }>(
+        'SELECT order_id, owner, epoch FROM order_snapshots WHERE order_id = ANY($1)',
+        [ids],
+      );
+      return new Map(rows.map((r) => [r.order_id, { owner: r.owner, epoch: Number(r.epoch) }]));
+    },
+    async effects(id, sku) {
+      const { rows } = await query.query(
+        `SELECT (SELECT count(*)::int FROM orders WHERE id = $1) AS orders, (SELECT count(*)::int FROM payment_charges WHERE order_id = $1) AS charges,
+                (SELECT count(*)::int FROM payment_refunds WHERE order_id = $1) AS refunds, (SELECT count(*)::int FROM shipments WHERE order_id = $1) AS shipments,
+                (SELECT count(*)::int FROM notifications WHERE order_id = $1) AS notifications, (SELECT count(*)::int FROM reservations WHERE order_id = $1) AS reservations,
+                (SELECT reserved::int FROM products WHERE sku = $2) AS reserved`,
+        [id, sku],
+      );
+      return rows[0];
+    },
+    async close() {
+      for (const m of members) {
+        await m.pool.close();
+        await m.store.close();
+      }
+    },
+  };
+}
+
+clusterContract(postgresCluster);

@@ -1,5 +1,5 @@
 import type { OrderItemRequest, Reservation, ReservationStatus } from '../../domain/order.js';
-import type { StockFence, StockOp, StockResult } from '../../workers/inventory.wire.js';
+import { staleResult, type StockFence, type StockOp, type StockResult } from '../../workers/inventory.wire.js';
 import { inTransaction, isBusy, run, type Pool, type Queryable } from './postgres.database.js';
 import { plans } from './postgres.plans.js';
 
@@ -34,13 +34,6 @@ const reservationOf = (orderId: string, status: ReservationStatus, items: string
 const RACE_RETRIES = 3;
 
 const fenceValues = (fence: StockFence | undefined) => (fence ? [fence.owner, fence.epoch] : [null, 0]);
-
-const staleResult = (orderId: string, fence: StockFence | undefined): StockResult => ({
-  ok: false,
-  code: 'step_failed',
-  message: `stale_epoch: order ${orderId} is no longer owned by ${fence?.owner} at epoch ${fence?.epoch}`,
-  fenced: true,
-});
 
 export async function reserve(db: Queryable, orderId: string, items: readonly OrderItemRequest[], fence?: StockFence): Promise<StockResult> {
   const now = new Date().toISOString();

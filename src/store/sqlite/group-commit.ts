@@ -54,6 +54,30 @@ export class GroupCommit {
     return write();
   }
 
+  /**
+   * Runs `write` in a transaction of its own, committed before this returns, so the write
+   * lock is held for `write` alone rather than to the end of the turn: for the writes other
+   * processes on the file wait for (leases, claims, the inbox). When this turn's transaction
+   * is already open, `write` joins it instead (a connection has one transaction) and this
+   * resolves once that has committed. Either way: durable when it resolves.
+   */
+  async writeNow<T>(write: () => T): Promise<T> {
+    if (this.inTransaction) {
+      const result = write();
+      await this.flush();
+      return result;
+    }
+    this.begin();
+    try {
+      const result = write();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
   /** Runs `hook` inside this turn's transaction just before it commits; resolves once it has committed. */
   atCommit(hook: () => void): Promise<void> {
     this.hooks.push(hook);

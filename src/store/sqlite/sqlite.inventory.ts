@@ -1,15 +1,20 @@
 import type { OrderItemRequest, Reservation, ReservationStatus } from '../../domain/order.js';
-import type { StockOp, StockResult } from '../../workers/inventory.wire.js';
+import { staleResult, type StockFence, type StockOp, type StockResult } from '../../workers/inventory.wire.js';
 import type { Db } from './sqlite.database.js';
+import { createFenceCheck } from './sqlite.fence.js';
 
-/** The inventory transactions on one connection, each idempotent per order. */
+/**
+ * The inventory transactions on one connection, each idempotent per order. With a `fence`
+ * (only when loops share the file), each first checks, in its own write transaction, that
+ * the fence still holds the order, and otherwise touches nothing and answers `fenced`.
+ */
 export interface SqliteInventory {
-  reserve(orderId: string, items: readonly OrderItemRequest[]): StockResult;
+  reserve(orderId: string, items: readonly OrderItemRequest[], fence?: StockFence): StockResult;
   /** Releases the order's reservation, or leaves a tombstone so a late reserve cannot happen. */
-  release(orderId: string): StockResult;
+  release(orderId: string, fence?: StockFence): StockResult;
   /** Turns the reservation into sold stock and marks the order shipped. */
-  sell(orderId: string): StockResult;
-  /** Several reserves and releases in one transaction, each all-or-nothing on its own; results in order. */
+  sell(orderId: string, fence?: StockFence): StockResult;
+  /** Several reserves and releases (each with its own `fence`) in one transaction, each all-or-nothing on its own; results in order. */
   batch(ops: readonly StockOp[]): StockResult[];
 }
 
@@ -38,6 +43,7 @@ export function createSqliteInventory(db: Db): SqliteInventory {
   );
   const setStatus = db.prepare('UPDATE reservations SET status = ?, updated_at = ? WHERE order_id = ?');
   const markShipped = db.prepare(`UPDATE orders SET status = 'shipped', updated_at = ? WHERE id = ? AND status = 'placed'`);
+  const holds = createFenceCheck(db);
 
   const toReservation = (row: ReservationRow): Reservation => ({
     order_id: row.order_id,
@@ -45,7 +51,8 @@ export function createSqliteInventory(db: Db): SqliteInventory {
     items: JSON.parse(row.items) as OrderItemRequest[],
   });
 
-  const reserve = db.transaction((orderId: string, items: readonly OrderItemRequest[]): StockResult => {
+  const reserve = db.transaction((orderId: string, items: readonly OrderItemRequest[], fence?: StockFence): StockResult => {
+    if (!holds(orderId, fence)) return staleResult(orderId, fence);
     const existing = getReservation.get(orderId);
     if (existing) {
       if (existing.status === 'released') {
@@ -74,7 +81,8 @@ export function createSqliteInventory(db: Db): SqliteInventory {
     return { ok: true, reservation: { order_id: orderId, status: 'reserved', items: [...items] } };
   });
 
-  const release = db.transaction((orderId: string): StockResult => {
+  const release = db.transaction((orderId: string, fence?: StockFence): StockResult => {
+    if (!holds(orderId, fence)) return staleResult(orderId, fence);
     const now = new Date().toISOString();
     const existing = getReservation.get(orderId);
     if (!existing) {
@@ -92,7 +100,8 @@ export function createSqliteInventory(db: Db): SqliteInventory {
     return { ok: true, reservation: { ...toReservation(existing), status: 'released' } };
   });
 
-  const sell = db.transaction((orderId: string): StockResult => {
+  const sell = db.transaction((orderId: string, fence?: StockFence): StockResult => {
+    if (!holds(orderId, fence)) return staleResult(orderId, fence);
     const existing = getReservation.get(orderId);
     if (!existing || existing.status === 'released') {
       return { ok: false, code: 'reservation_released', message: `order ${orderId} has no reservation to sell` };
@@ -111,7 +120,7 @@ export function createSqliteInventory(db: Db): SqliteInventory {
   const batch = db.transaction((ops: readonly StockOp[]): StockResult[] =>
     ops.map((op) => {
       try {
-        return op.op === 'reserve' ? reserve(op.order_id, op.items) : release(op.order_id);
+        return op.op === 'reserve' ? reserve(op.order_id, op.items, op.fence) : release(op.order_id, op.fence);
       } catch (err) {
         return { ok: false, code: 'step_failed', message: err instanceof Error ? err.message : String(err) };
       }
@@ -119,9 +128,9 @@ export function createSqliteInventory(db: Db): SqliteInventory {
   );
 
   return {
-    reserve: (orderId, items) => reserve.immediate(orderId, items),
-    release: (orderId) => release.immediate(orderId),
-    sell: (orderId) => sell.immediate(orderId),
+    reserve: (orderId, items, fence) => reserve.immediate(orderId, items, fence),
+    release: (orderId, fence) => release.immediate(orderId, fence),
+    sell: (orderId, fence) => sell.immediate(orderId, fence),
     batch: (ops) => batch.immediate(ops),
   };
 }

@@ -181,4 +181,38 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_log_by_action ON audit_log (action, id);
     `,
   },
+  {
+    version: 6,
+    name: 'instances, leases and the order inbox',
+    sql: `
+      -- One row per order loop (process) that ever ran on this file: its lease. Times are
+      -- epoch milliseconds by Date.now(): every process sharing the file runs on one
+      -- machine, so one clock. An order whose owner has no live lease here (expired,
+      -- stopping, or no row) may be claimed by any live loop.
+      CREATE TABLE instances (
+        instance_id  TEXT PRIMARY KEY,
+        started_at   INTEGER NOT NULL,
+        lease_until  INTEGER NOT NULL,
+        stopping     INTEGER NOT NULL DEFAULT 0 CHECK (stopping IN (0, 1))
+      ) STRICT;
+
+      -- Events (cancel) for an order owned by another loop: stored first, so they survive
+      -- the owner dying; its owner (or whoever takes the order over) applies each once and
+      -- records the answer the receiving loop gives. AUTOINCREMENT: an id a caller waits on
+      -- is never reused after a purge.
+      CREATE TABLE order_inbox (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id       TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        applied_at     INTEGER,
+        result_status  INTEGER,
+        result_body    TEXT
+      ) STRICT;
+      -- The owners' polls walk the unapplied events oldest first (only those: answered ones pile up for a day).
+      CREATE INDEX order_inbox_pending ON order_inbox (id) WHERE applied_at IS NULL;
+      -- The purge walks answered events by age.
+      CREATE INDEX order_inbox_applied ON order_inbox (applied_at) WHERE applied_at IS NOT NULL;
+    `,
+  },
 ];

@@ -10,6 +10,12 @@ type StoredRow = Omit<StoredOrder, 'view'> & { view: string };
 
 const STORED = 'order_id, user_id, status, version AS seq, owner, epoch, view, snapshot';
 
+/**
+ * Whether the row's owner holds a live lease at `@now` (epoch ms): false for an owner with
+ * no `instances` row. For statements on `order_snapshots`.
+ */
+export const LIVE_OWNER = `coalesce((SELECT i.lease_until > @now AND NOT i.stopping FROM instances i WHERE i.instance_id = order_snapshots.owner), 0)`;
+
 const toStored = (row: StoredRow): StoredOrder => ({ ...row, view: JSON.parse(row.view) as OrderView });
 
 /**
@@ -31,8 +37,13 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
     'SELECT order_id, seq, at, view FROM order_changes WHERE order_id = ? AND seq > ? ORDER BY seq LIMIT ?',
   );
   const getView = db.prepare<[string], { view: string }>('SELECT view FROM order_snapshots WHERE order_id = ?');
-  const claimUnfinished = db.prepare<[string], StoredRow>(
-    `UPDATE order_snapshots SET owner = ?, epoch = epoch + 1 WHERE status = 'processing' RETURNING ${STORED}`,
+  // The owner's own orders (a restart under the same id) and those whose owner holds no live
+  // lease (see sqlite.cluster.ts). With no instances registered (one process) that is every
+  // unfinished order. The write lock makes it atomic: two claimers never take one order.
+  const claimUnfinished = db.prepare<[{ owner: string; now: number }], StoredRow>(
+    `UPDATE order_snapshots SET owner = @owner, epoch = epoch + 1
+     WHERE status = 'processing' AND (owner = @owner OR NOT ${LIVE_OWNER})
+     RETURNING ${STORED}`,
   );
   const claimParked = db.prepare<[string, string], StoredRow>(
     `UPDATE order_snapshots SET owner = ?, epoch = epoch + 1 WHERE order_id = ? AND status = 'compensation_failed' RETURNING ${STORED}`,
@@ -85,8 +96,7 @@ export function createSqliteOrderStates(db: Db, commits: GroupCommit): OrderStat
       return changesAfter.all(orderId, afterSeq, limit).map((r) => ({ ...r, view: JSON.parse(r.view) as OrderView }));
     },
     async claimUnfinished(owner) {
-      const rows = commits.write(() => claimUnfinished.all(owner));
-      await commits.flush();
+      const rows = await commits.writeNow(() => claimUnfinished.all({ owner, now: Date.now() }));
       return rows.sort((a, b) => (a.order_id < b.order_id ? -1 : 1)).map(toStored);
     },
     async claimParked(orderId, owner) {

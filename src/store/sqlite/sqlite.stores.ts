@@ -4,11 +4,14 @@ import { newId } from '../../domain/ids.js';
 import type { Notification, Order, OrderLine, ShippingAddress, Shipment } from '../../domain/order.js';
 import type { Logger } from '../../logger.js';
 import { unwrapStockResult } from '../../workers/inventory.wire.js';
+import { currentFence, staleEpoch } from '../fence.js';
 import type {
   AuditEntry,
   AuditStore,
   CatalogStore,
   ChargeRecord,
+  ClusterBus,
+  ClusterStore,
   IdempotencyEntry,
   IdempotencyStore,
   Inventory,
@@ -22,24 +25,47 @@ import type {
 } from '../store.ports.js';
 import { GroupCommit } from './group-commit.js';
 import { migrate, openDatabase, type Db } from './sqlite.database.js';
+import { createSqliteCluster } from './sqlite.cluster.js';
+import { createFenceCheck } from './sqlite.fence.js';
 import { createSqliteInventory } from './sqlite.inventory.js';
 import { createSqliteOrderStates } from './sqlite.order-states.js';
 
 /** The embedded store: one SQLite file, its main-thread connection and group commit. */
 export interface SqliteStore {
   stores: Stores;
+  /** Several processes (order loops) on this file: only when opened with a bus. */
+  cluster?: ClusterStore;
   /** The main thread's connection (tests read it; nothing else should write through it). */
   db: Db;
   path: string;
   close(): void;
 }
 
-/** Opens (creating if needed) and migrates the SQLite file, and builds every store on it. */
-export function openSqliteStore(path: string, logger: Logger): SqliteStore {
+/**
+ * Opens (creating if needed) and migrates the SQLite file, and builds every store on it.
+ * With a `bus` (the processes sharing the file reach each other through it) also the
+ * cluster store: leases, claims and the inbox on this file.
+ */
+export function openSqliteStore(path: string, logger: Logger, options: { bus?: ClusterBus } = {}): SqliteStore {
   const db = openDatabase(path);
   migrate(db);
-  const stores = createSqliteStores(db, new GroupCommit(db, logger));
-  return { stores, db, path, close: () => db.close() };
+  const commits = new GroupCommit(db, logger);
+  const stores = createSqliteStores(db, commits);
+  const cluster = options.bus ? createSqliteCluster(db, commits, options.bus) : undefined;
+  return { stores, ...(cluster ? { cluster } : {}), db, path, close: () => db.close() };
+}
+
+/**
+ * The fence of the step this write is made for (see src/store/fence.ts), checked inside
+ * the write's transaction: throws `staleEpoch` when another owner or epoch holds the order.
+ * Unfenced (one process, no cluster), it costs one AsyncLocalStorage read.
+ */
+function createFenceGuard(db: Db): (orderId: string) => void {
+  const holds = createFenceCheck(db);
+  return (orderId) => {
+    const fence = currentFence();
+    if (fence && !holds(orderId, fence)) throw staleEpoch(orderId, fence);
+  };
 }
 
 /**
@@ -124,6 +150,7 @@ function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore 
      ON CONFLICT (id) DO NOTHING`,
   );
   const setStatus = db.prepare(`UPDATE orders SET status = ?, updated_at = ? WHERE id = ? AND status = ?`);
+  const fenced = createFenceGuard(db);
   const toOrder = (row: OrderRow): Order => ({
     id: row.id,
     user_id: row.user_id,
@@ -151,15 +178,16 @@ function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore 
   return {
     async place(order: Order, shipping: ShippingAddress) {
       const now = new Date().toISOString();
-      const inserted = commits.write(() =>
-        insert.run({
+      const inserted = commits.write(() => {
+        fenced(order.id);
+        return insert.run({
           ...order,
           status: 'placed',
           items: JSON.stringify(order.items),
           shipping: JSON.stringify(shipping),
           updated_at: now,
-        }),
-      );
+        });
+      });
       if (inserted.changes === 1) return order;
       // Placed before (the step ran again after a restart), or closed first by a cancel.
       const stored = get.get(order.id)!;
@@ -169,7 +197,10 @@ function createOrderRecordStore(db: Db, commits: GroupCommit): OrderRecordStore 
       return toOrder(stored);
     },
     async close(orderId, status, fallback) {
-      commits.write(() => close(orderId, status, fallback));
+      commits.write(() => {
+        fenced(orderId);
+        close(orderId, status, fallback);
+      });
     },
   };
 }
@@ -197,6 +228,7 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
      VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
   );
   const markRefunded = db.prepare(`UPDATE payment_charges SET status = 'refunded', refunded_cents = amount_cents, updated_at = ? WHERE charge_id = ?`);
+  const fenced = createFenceGuard(db);
   const toRecord = (row: ChargeRow): ChargeRecord => ({
     payment_id: row.charge_id,
     order_id: row.order_id,
@@ -236,16 +268,19 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
       return row ? toRecord(row) : null;
     },
     async recordCharge(charge) {
-      const inserted = commits.write(() => insertCharge.run({
-        charge_id: charge.payment_id,
-        order_id: charge.order_id,
-        idempotency_key: charge.idempotency_key,
-        status: charge.status,
-        amount_cents: charge.amount_cents,
-        refunded_cents: charge.refunded_cents,
-        decline_code: charge.decline_code,
-        now: new Date().toISOString(),
-      }));
+      const inserted = commits.write(() => {
+        fenced(charge.order_id);
+        return insertCharge.run({
+          charge_id: charge.payment_id,
+          order_id: charge.order_id,
+          idempotency_key: charge.idempotency_key,
+          status: charge.status,
+          amount_cents: charge.amount_cents,
+          refunded_cents: charge.refunded_cents,
+          decline_code: charge.decline_code,
+          now: new Date().toISOString(),
+        });
+      });
       if (inserted.changes === 1) {
         const { idempotency_key: _key, ...record } = charge;
         return record;
@@ -253,7 +288,10 @@ function createPaymentLedger(db: Db, commits: GroupCommit): PaymentLedger {
       return toRecord(byOrder.get(charge.order_id)!); // the order already had one: that one stands
     },
     async refundOrder(orderId, idempotencyKey) {
-      return commits.write(() => refund(orderId, idempotencyKey));
+      return commits.write(() => {
+        fenced(orderId);
+        return refund(orderId, idempotencyKey);
+      });
     },
   };
 }
@@ -264,12 +302,16 @@ function createShipmentStore(db: Db, commits: GroupCommit): ShipmentStore {
     `INSERT INTO shipments (shipment_id, order_id, idempotency_key, carrier, tracking_number, country, created_at)
      VALUES (@shipment_id, @order_id, @idempotency_key, @carrier, @tracking_number, @country, @now) ON CONFLICT DO NOTHING`,
   );
+  const fenced = createFenceGuard(db);
   return {
     async find(orderId) {
       return find.get(orderId) ?? null;
     },
     async insert(shipment) {
-      const inserted = commits.write(() => insert.run({ ...shipment, now: new Date().toISOString() }));
+      const inserted = commits.write(() => {
+        fenced(shipment.order_id);
+        return insert.run({ ...shipment, now: new Date().toISOString() });
+      });
       if (inserted.changes === 1) {
         const { idempotency_key: _key, ...stored } = shipment;
         return stored;
@@ -287,11 +329,13 @@ function createNotificationStore(db: Db, commits: GroupCommit): NotificationStor
   const columns = 'notification_id, order_id, kind, recipient, created_at';
   const byKey = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE idempotency_key = ?`);
   const byOrder = db.prepare<[string], Notification>(`SELECT ${columns} FROM notifications WHERE order_id = ? ORDER BY created_at, notification_id`);
+  const fenced = createFenceGuard(db);
   return {
     async insert(n) {
-      const inserted = commits.write(() =>
-        insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at),
-      );
+      const inserted = commits.write(() => {
+        fenced(n.order_id);
+        return insert.run(n.notification_id, n.idempotency_key, n.order_id, n.kind, n.recipient, JSON.stringify(n.payload), n.created_at);
+      });
       if (inserted.changes === 1) {
         const { notification_id, order_id, kind, recipient, created_at } = n;
         return { notification_id, order_id, kind, recipient, created_at };
@@ -377,7 +421,10 @@ function createStockSale(db: Db, commits: GroupCommit): Pick<Inventory, 'sell'> 
   const inventory = createSqliteInventory(db);
   return {
     async sell(orderId) {
-      return unwrapStockResult(commits.write(() => inventory.sell(orderId)))!;
+      const fence = currentFence();
+      const result = commits.write(() => inventory.sell(orderId, fence));
+      if (!result.ok && result.fenced) throw staleEpoch(orderId, fence!);
+      return unwrapStockResult(result)!;
     },
   };
 }
