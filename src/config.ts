@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { newId } from './domain/ids.js';
 
@@ -82,6 +83,7 @@ const schema = z.object({
   RETRY_MAX_ATTEMPTS: int(1, 20).default(3),
   RETRY_BASE_MS: int(1, 60_000).default(100),
   INVENTORY_THREADS: int(1, 64).default(2),
+  WORKERS: int(1, 64).default(() => Math.min(64, Math.max(1, availableParallelism()))),
   RATE_LIMIT_PER_SEC: z.coerce.number().positive().max(1_000_000).default(50),
   RATE_LIMIT_BURST: int(1, 1_000_000).default(100),
   RATE_LIMIT_IP_PER_SEC: z.coerce.number().positive().max(1_000_000).default(100),
@@ -164,13 +166,15 @@ export interface Config {
   orderTimeoutMs: number;
   retry: { max_attempts: number; base_ms: number; max_delay_ms: number };
   inventoryThreads: number;
+  /** Order loops (processes sharing the port, see src/loops/); 1: one process, as before loops. */
+  workers: number;
   /** Per user after authentication (`perSecond`, `burst`) and per client address before it. */
   rateLimit: {
     perSecond: number;
     burst: number;
     perAddress: { perSecond: number; burst: number };
     /** Where the counters live: memory (one instance), or Redis shared by every instance. */
-    storage: { redisUrl: string | undefined; keyPrefix: string; databaseUrl: string | undefined };
+    storage: { redisUrl: string | undefined; keyPrefix: string; databaseUrl: string | undefined; cluster?: boolean };
   };
   /** Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed; empty: the socket's address is the client. */
   trustProxy: string[];
@@ -240,6 +244,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     orderTimeoutMs: e.ORDER_TIMEOUT_MS,
     retry: { max_attempts: e.RETRY_MAX_ATTEMPTS, base_ms: e.RETRY_BASE_MS, max_delay_ms: 30_000 },
     inventoryThreads: e.INVENTORY_THREADS,
+    workers: e.WORKERS,
     rateLimit: {
       perSecond: e.RATE_LIMIT_PER_SEC,
       burst: e.RATE_LIMIT_BURST,

@@ -1,6 +1,8 @@
+import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { Registry } from 'prom-client';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createOrderActors } from './actors/order.actors.js';
 import { keySetFromConfig } from './auth/jwks.auth.js';
@@ -15,6 +17,10 @@ import { createRateLimitStore } from './http/rate-limit.store.js';
 import { createHttpServer } from './http/server.js';
 import type { OrderInspector } from './inspector.js';
 import { createLogger, type Logger } from './logger.js';
+import { ipcClusterBus } from './loops/ipc.bus.js';
+import { LOOP_SLOT_ENV, loopConfig } from './loops/loop.config.js';
+import { loopMetrics } from './loops/metrics.relay.js';
+import { runOrderLoops } from './loops/order-loops.primary.js';
 import { createServiceMetrics, type ServiceMetrics } from './metrics/service.metrics.js';
 import { orderMachine } from './machines/order.machine.js';
 import { ClusterMember } from './orders/cluster.member.js';
@@ -24,7 +30,7 @@ import { fillMissingViews } from './orders/order.view.js';
 import { seedDemoCatalog } from './store/demo-catalog.js';
 import { openStore, type OpenedStore } from './store/open-store.js';
 import type { Db } from './store/sqlite/sqlite.database.js';
-import type { Inventory, Stores } from './store/store.ports.js';
+import type { ClusterBus, Inventory, Stores } from './store/store.ports.js';
 import { createInventoryPool, type InventoryPool } from './workers/inventory.pool.js';
 
 /** Replaceable parts, for tests that inject faults through the same interfaces. */
@@ -37,6 +43,10 @@ export interface ServiceOverrides {
   /** A replacement inventory worker module (URL), e.g. one that crashes on cue. */
   inventoryWorkerFile?: string;
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Set when this service is one of several order loops (src/loops/): how its members wake each other on SQLite. */
+  bus?: ClusterBus;
+  /** What /metrics serves instead of this service's registry (an order loop: every loop's, from the primary). */
+  metricsExposition?: Pick<Registry, 'metrics' | 'contentType'>;
 }
 
 export interface Service {
@@ -77,8 +87,13 @@ export async function createService(config: Config, logger: Logger, overrides: S
   const jwtSecret = keys ? undefined : (config.jwt.secret ?? resolveDevSecret(config.dbPath, true)!.secret);
   const rateLimitStore = await createRateLimitStore(config.rateLimit.storage, logger);
 
-  const store = await openStore(config, logger);
+  const store = await openStore(config, logger, overrides.bus ? { bus: overrides.bus } : {});
   const { stores } = store;
+  if (overrides.bus && !store.cluster) {
+    // Loops on a store without ownership would each resume and write every order: refuse.
+    await store.close();
+    throw new Error(`an order loop needs a store that several loops share; this ${store.kind} store is not: set WORKERS=1`);
+  }
   if (config.seedDemo && (await seedDemoCatalog(stores.catalog))) logger.info('seeded the demo catalog');
 
   const pool = createInventoryPool({
@@ -123,6 +138,7 @@ export async function createService(config: Config, logger: Logger, overrides: S
     streams,
     metrics,
     metricsToken: config.metricsToken,
+    ...(overrides.metricsExposition ? { metricsExposition: overrides.metricsExposition } : {}),
     readiness: {
       store: async () => {
         await store.probeWrite();
@@ -211,6 +227,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
   return service;
 }
 
+/**
+ * Decides what this process is: one order loop of several (forked by the primary, slot in
+ * ORDERSAGA_LOOP_SLOT), the primary of WORKERS loops, or the whole service in one process (WORKERS=1).
+ */
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -220,6 +240,19 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const logger = createLogger(config.logLevel);
+  const slot = cluster.isWorker ? process.env[LOOP_SLOT_ENV] : undefined;
+  if (slot !== undefined) return serve(loopConfig(config), logger.child({ loop: Number(slot) }), { loop: true });
+  if (config.workers > 1) {
+    // The primary prints the development tokens (once) and writes the secret every loop reads.
+    if (!config.jwt.jwksUrl && !config.jwt.jwksFile && !config.jwt.secret) await printDevTokens(config, resolveDevSecret(config.dbPath, true)!.secret);
+    runOrderLoops({ config, logger, listening: ({ port }) => logListening(config, logger, port, config.workers) });
+    return;
+  }
+  return serve(config, logger, { loop: false });
+}
+
+/** The service and its HTTP server in this process, until SIGTERM/SIGINT drains and closes it. */
+async function serve(config: Config, logger: Logger, { loop }: { loop: boolean }): Promise<void> {
   // INSPECT=1: stream every order actor to the Stately inspector. Loaded only when enabled.
   let inspector: OrderInspector | undefined;
   if (config.inspect.enabled) {
@@ -231,30 +264,28 @@ async function main(): Promise<void> {
       logger.error({ err }, 'INSPECT on, but the inspector could not be loaded; running without it');
     }
   }
+  // An order loop: its members wake each other over IPC, and its /metrics are the whole service's.
+  const loopParts = loop ? { bus: ipcClusterBus(), metrics: loopMetrics() } : undefined;
   let service: Service;
   try {
-    service = await createService(config, logger, inspector ? { inspect: inspector.inspect } : {});
+    service = await createService(config, logger, {
+      ...(inspector ? { inspect: inspector.inspect } : {}),
+      ...(loopParts ? { bus: loopParts.bus, metricsExposition: loopParts.metrics.exposition } : {}),
+    });
   } catch (err) {
     // A JWKS file or a Redis that cannot be used: name it, as for a bad variable.
     process.stderr.write(`ordersaga: ${(err as Error).message}\n`);
     process.exit(1);
   }
+  loopParts?.metrics.serve(service.metrics.registry);
 
-  if (service.jwtSecret && !config.jwt.secret) {
-    const user = await mintToken({ secret: service.jwtSecret, sub: 'alice', role: 'user' });
-    const admin = await mintToken({ secret: service.jwtSecret, sub: 'admin', role: 'admin' });
-    process.stdout.write(
-      `\nNo JWT_SECRET set: using the development secret in ${config.dbPath.replace(/[^/]+$/, '')}dev-jwt-secret\n` +
-        `user token (sub=alice, 24h):  ${user}\nadmin token (sub=admin, 24h): ${admin}\n` +
-        `more: npm run token -- --sub bob --role user\n\n`,
-    );
-  }
+  if (!loop && service.jwtSecret && !config.jwt.secret) await printDevTokens(config, service.jwtSecret);
 
   const server = createHttpServer(service.app, config.http, { logger });
   server.listen(config.port, config.host, () => {
     const info = server.address() as AddressInfo;
-    const db = config.database.url ? redactUrl(config.database.url) : config.dbPath;
-    logger.info({ url: `http://${config.host}:${info.port}`, db, instance: config.instanceId, threads: config.inventoryThreads }, 'ordersaga listening');
+    if (loop) logger.debug({ instance: config.instanceId, threads: config.inventoryThreads }, 'order loop listening');
+    else logListening(config, logger, info.port, 1);
   });
   server.on('error', (err) => {
     logger.fatal({ err }, 'server error');
@@ -283,6 +314,21 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+function logListening(config: Config, logger: Logger, port: number, workers: number): void {
+  const db = config.database.url ? redactUrl(config.database.url) : config.dbPath;
+  logger.info({ url: `http://${config.host}:${port}`, db, instance: config.instanceId, workers, threads: config.inventoryThreads }, 'ordersaga listening');
+}
+
+async function printDevTokens(config: Config, secret: string): Promise<void> {
+  const user = await mintToken({ secret, sub: 'alice', role: 'user' });
+  const admin = await mintToken({ secret, sub: 'admin', role: 'admin' });
+  process.stdout.write(
+    `\nNo JWT_SECRET set: using the development secret in ${config.dbPath.replace(/[^/]+$/, '')}dev-jwt-secret\n` +
+      `user token (sub=alice, 24h):  ${user}\nadmin token (sub=admin, 24h): ${admin}\n` +
+      `more: npm run token -- --sub bob --role user\n\n`,
+  );
 }
 
 /** A database URL fit for a log line: no password. */

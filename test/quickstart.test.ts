@@ -15,7 +15,8 @@ afterAll(async () => {
 
 describe('the README', () => {
   it('quickstart runs as written against a freshly started server with the demo catalog', async () => {
-    const env = { DB_PATH: join(dir, 'ordersaga.db'), JWT_SECRET: '' };
+    // WORKERS empty: the default, as the README runs it (startServerProcess would otherwise run one process).
+    const env = { DB_PATH: join(dir, 'ordersaga.db'), JWT_SECRET: '', WORKERS: '' };
     server = await startServerProcess(env);
     // Printed before the server listens, but the pipe's data may be read after /healthz answered.
     for (let i = 0; i < 100 && !/user token/.test(server.output()); i++) await new Promise((r) => setTimeout(r, 20));

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../logger.js';
 import { createServiceMetrics, type ServiceMetrics } from '../metrics/service.metrics.js';
 import type { OrderEngine } from '../orders/order.engine.js';
@@ -46,6 +47,8 @@ export interface AppDeps {
   metrics?: ServiceMetrics;
   /** With a token, /metrics requires `Authorization: Bearer <token>` (METRICS_TOKEN). */
   metricsToken?: string | undefined;
+  /** What /metrics serves instead of `metrics.registry` (an order loop: every loop's, from the primary). */
+  metricsExposition?: Pick<Registry, 'metrics' | 'contentType'>;
   /** /readyz checks by name besides the engine's own (`store`, `pool`: main.ts). */
   readiness?: Record<string, ReadinessCheck>;
   /** Open event streams and their limits (main.ts closes them on shutdown); absent, a default set. */
@@ -74,7 +77,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
     '/',
     operationsRoutes({
       readiness: { ...deps.readiness, engine: () => (deps.engine.accepting ? null : 'draining') },
-      metrics: metrics.registry,
+      metrics: deps.metricsExposition ?? metrics.registry,
       metricsToken: deps.metricsToken,
       documentOf: () => app,
       version,

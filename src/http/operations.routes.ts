@@ -10,7 +10,8 @@ export type ReadinessCheck = () => Promise<string | null> | string | null;
 export interface OperationsDeps {
   /** By name (`store`, `pool`, `engine`); every one must pass for 200. */
   readiness: Record<string, ReadinessCheck>;
-  metrics: Registry;
+  /** The exposition /metrics serves: this process's registry, or (order loops) the whole service's. */
+  metrics: Pick<Registry, 'metrics' | 'contentType'>;
   /** With a token, /metrics requires `Authorization: Bearer <token>`. */
   metricsToken?: string | undefined;
   /** The app whose document /openapi.json serves (the root app, once everything is mounted). */

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterPostgres, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterCluster, RateLimiterClusterMaster, RateLimiterMemory, RateLimiterPostgres, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Logger } from '../logger.js';
 
 /**
@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
  * them into a burst and a sustained rate.
  */
 export interface RateLimitStore {
-  readonly kind: 'memory' | 'redis' | 'postgres';
+  readonly kind: 'memory' | 'redis' | 'postgres' | 'cluster';
   counter(name: string, points: number, durationS: number): RateLimiterAbstract;
   close(): Promise<void>;
 }
@@ -20,6 +20,11 @@ export interface RateLimitStorageConfig {
   keyPrefix: string;
   /** The service's PostgreSQL (`DATABASE_URL`): without Redis, the counters live there, shared by every instance. */
   databaseUrl?: string | undefined;
+  /**
+   * This process is one of several order loops (src/loops/): without Redis or PostgreSQL, the
+   * counters live in the loops' primary process, so the limits hold for the service as a whole.
+   */
+  cluster?: boolean;
 }
 
 /** Counters in this process: limits hold per instance. */
@@ -39,7 +44,36 @@ export function memoryRateLimitStore(): RateLimitStore {
 export async function createRateLimitStore(config: RateLimitStorageConfig, logger: Logger): Promise<RateLimitStore> {
   if (config.redisUrl) return redisRateLimitStore(config.redisUrl, config.keyPrefix, logger);
   if (config.databaseUrl) return postgresRateLimitStore(config.databaseUrl, logger);
+  if (config.cluster) return clusterRateLimitStore();
   return memoryRateLimitStore();
+}
+
+/** Whether the loops' primary must keep the counters (`startClusterRateLimits`): neither Redis nor PostgreSQL does. */
+export function countersInPrimary(config: RateLimitStorageConfig): boolean {
+  return !config.redisUrl && !config.databaseUrl;
+}
+
+/**
+ * In the loops' primary: the one set of counters every loop's `clusterRateLimitStore` asks over
+ * IPC (rate-limiter-flexible's RateLimiterClusterMaster; one per process, made before any fork).
+ */
+export function startClusterRateLimits(): void {
+  new RateLimiterClusterMaster();
+}
+
+/** How long a loop waits for the primary's answer; past it the request passes (see rate-limit.middleware.ts). */
+const CLUSTER_TIMEOUT_MS = 1_000;
+
+/**
+ * Counters in the loops' primary process, asked over node:cluster IPC: shared by the loops of
+ * this service (one machine). Several services still need Redis or PostgreSQL.
+ */
+export function clusterRateLimitStore(): RateLimitStore {
+  return {
+    kind: 'cluster',
+    counter: (name, points, duration) => new RateLimiterCluster({ keyPrefix: name, points, duration, timeoutMs: CLUSTER_TIMEOUT_MS }),
+    close: async () => {},
+  };
 }
 
 /** The table of rate-limit counters in the service's PostgreSQL (rate-limiter-flexible creates it if missing). */

@@ -156,6 +156,8 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
           name: 'ordersaga_orders_parked',
           help: 'Orders parked in compensation_failed, waiting for an admin retry (from the store).',
           registers,
+          // Every order loop counts the same store: their /metrics (summed over loops) takes one count.
+          aggregator: 'max',
           async collect() {
             // The store not answering must not fail the whole scrape: the count is unknown then.
             this.set(await parked().catch(() => Number.NaN));
@@ -177,6 +179,8 @@ export function createServiceMetrics({ defaultMetrics = true }: { defaultMetrics
         name: 'ordersaga_inventory_pool_utilization_ratio',
         help: "Share of the inventory threads' time spent on tasks since the pool started (0..1).",
         registers,
+        // A ratio: over several order loops (each with its pool) the mean, not the sum.
+        aggregator: 'average',
         collect() {
           this.set(pool.stats().utilization);
         },

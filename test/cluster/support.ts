@@ -67,7 +67,7 @@ export function reader(url: string): CommittedReader {
  * captured − refunded = total for completed orders and 0 otherwise; sold units = the
  * completed orders' units; and each order has exactly one final change in its history.
  */
-export async function expectLedgerAddsUp(db: CommittedReader, finals: ReadonlyMap<string, any>): Promise<void> {
+export async function expectLedgerAddsUp(db: CommittedReader, finals: ReadonlyMap<string, any>, dialect: 'postgres' | 'sqlite' = 'postgres'): Promise<void> {
   for (const p of await db.all('SELECT sku, available, reserved, sold, added FROM products')) {
     expect(p.available + p.reserved + p.sold, p.sku).toBe(p.added);
     expect(p.reserved, p.sku).toBe(0);
@@ -92,7 +92,7 @@ export async function expectLedgerAddsUp(db: CommittedReader, finals: ReadonlyMa
   const completedUnits = all.map((r) => JSON.parse(r.view)).flatMap((o) => o.order.items).reduce((n: number, i: any) => n + i.quantity, 0);
   expect(sold.s).toBe(completedUnits);
   const twice = await db.all(
-    `SELECT order_id, COUNT(*) AS n FROM order_changes WHERE view::json->>'status' <> 'processing' GROUP BY order_id HAVING COUNT(*) > 1`,
+    `SELECT order_id, COUNT(*) AS n FROM order_changes WHERE ${dialect === 'postgres' ? `view::json->>'status'` : `json_extract(view, '$.status')`} <> 'processing' GROUP BY order_id HAVING COUNT(*) > 1`,
   );
   expect(twice, 'orders with more than one final change').toEqual([]);
 }
