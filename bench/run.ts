@@ -9,7 +9,7 @@
  *   npm run bench -- --list                        scenario names
  *   npm run bench -- --store postgres --instances 3 --only sync-c50
  *                                                  N instances on one PostgreSQL database
- *   npm run bench -- --workers 1,default           order loops per server (WORKERS), interleaved
+ *   npm run bench -- --workers 1,4                 order loops per server (WORKERS), interleaved
  *
  * The service is built once (`npm run build`). Each scenario run then starts
  * `node dist/main.js` on a fresh temporary SQLite file, creates its catalog through the API
@@ -24,11 +24,11 @@
  * divides the connections between them. Server CPU is summed over the instances; memory
  * and main-thread states are the first instance's.
  *
- * `--workers` (default `1,default`) lists the WORKERS settings to compare: every run of a
- * scenario runs each of them in turn (old and new side by side, as the machine drifts), and
- * the summary gives each one's medians and the ratio of the others to the first. `default`
- * leaves WORKERS unset (the service's default: the number of cores). CPU and memory are the
- * whole process tree's (a primary and its loops); main-thread states are the first loop's.
+ * `--workers` (default `1,<cores>`) lists the WORKERS settings to compare: every run of a
+ * scenario runs each of them in turn (side by side, as the machine drifts), and the summary
+ * gives each one's medians and the ratio of the others to the first. `default` leaves
+ * WORKERS unset (the service's default, one loop). CPU and memory are the whole process
+ * tree's (a primary and its loops); main-thread states are the first loop's.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -68,7 +68,7 @@ const parseOptions = {
     list: { type: 'boolean', default: false },
     store: { type: 'string', default: 'sqlite' },
     instances: { type: 'string', default: '1' },
-    workers: { type: 'string', default: '1,default' },
+    workers: { type: 'string', default: `1,${os.availableParallelism()}` },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -98,8 +98,8 @@ if (WORKERS_LIST.length === 0 || WORKERS_LIST.some((w) => w !== 'default' && !(N
   process.stderr.write(`bench: --workers takes a comma list of whole numbers 1..64 or "default" (got ${argv.workers})\n`);
   process.exit(2);
 }
-/** What `default` means on this machine (the service's default: os.availableParallelism()). */
-const DEFAULT_WORKERS = os.availableParallelism();
+/** What `default` means (the service's default, src/config.ts). */
+const DEFAULT_WORKERS = 1;
 const workersLabel = (w: string) => (w === 'default' ? `W=${DEFAULT_WORKERS} (default)` : `W=${w}`);
 const workersEnv = (w: string): Record<string, string> => (w === 'default' ? {} : { WORKERS: w });
 
@@ -150,7 +150,7 @@ function usage(code: number): never {
          --soak S  --rate R (1000)  --connections C  --rss-limit MB (300)  --no-build  --keep (keep temp DBs)
          --no-thread-states (skip sampling the server main thread's state)  --list
          --store sqlite|postgres (sqlite)  --instances N (1; more than one needs --store postgres)
-         --workers LIST (1,default: WORKERS settings compared, interleaved)\n`);
+         --workers LIST (1,<cores>: WORKERS settings compared, interleaved)\n`);
   process.exit(code);
 }
 

@@ -1,5 +1,4 @@
 import { isIP } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { newId } from './domain/ids.js';
 
@@ -83,7 +82,9 @@ const schema = z.object({
   RETRY_MAX_ATTEMPTS: int(1, 20).default(3),
   RETRY_BASE_MS: int(1, 60_000).default(100),
   INVENTORY_THREADS: int(1, 64).default(2),
-  WORKERS: int(1, 64).default(() => Math.min(64, Math.max(1, availableParallelism()))),
+  // One loop unless set: on this project's 2-core machines two loops completed fewer orders than
+  // one on both stores (docs/performance.md, "Order loops, 2026-12-02").
+  WORKERS: int(1, 64).default(1),
   RATE_LIMIT_PER_SEC: z.coerce.number().positive().max(1_000_000).default(50),
   RATE_LIMIT_BURST: int(1, 1_000_000).default(100),
   RATE_LIMIT_IP_PER_SEC: z.coerce.number().positive().max(1_000_000).default(100),

@@ -15,7 +15,7 @@ afterAll(async () => {
 
 describe('the README', () => {
   it('quickstart runs as written against a freshly started server with the demo catalog', async () => {
-    // WORKERS empty: the default, as the README runs it (startServerProcess would otherwise run one process).
+    // WORKERS empty: the default, as the README runs it (startServerProcess would otherwise set WORKERS=1 itself).
     const env = { DB_PATH: join(dir, 'ordersaga.db'), JWT_SECRET: '', WORKERS: '' };
     server = await startServerProcess(env);
     // Printed before the server listens, but the pipe's data may be read after /healthz answered.

@@ -1,12 +1,11 @@
-import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { loopConfig, loopInstanceId } from '../../src/loops/loop.config.js';
 import { run } from '../support/process.js';
 
 describe('order loops configuration', () => {
-  it('defaults WORKERS to the available cores and takes a whole number from 1 to 64', () => {
-    expect(loadConfig({}).workers).toBe(Math.min(64, availableParallelism()));
+  it('defaults WORKERS to one loop and takes a whole number from 1 to 64', () => {
+    expect(loadConfig({}).workers).toBe(1);
     expect(loadConfig({ WORKERS: '1' }).workers).toBe(1);
     expect(loadConfig({ WORKERS: '64' }).workers).toBe(64);
     for (const bad of ['0', '65', '1.5', 'many']) expect(() => loadConfig({ WORKERS: bad }), bad).toThrowError(/WORKERS/);
