@@ -113,9 +113,10 @@ export async function createService(config: Config, logger: Logger, overrides: S
     carrier: overrides.carrier?.(stores) ?? new SimulatedCarrier(stores.shipments),
     notifier: overrides.notifier?.(stores) ?? new StoreNotifier(stores.notifications),
     logger,
-    // On PostgreSQL each step's effects are fenced by its actor's owner and epoch (refused once
-    // stale). SQLite has one writer and nothing to fence: no fence context at all there, so
-    // its hot path does not pay for async context tracking.
+    // With several members on one store (PostgreSQL instances, or order loops sharing a SQLite
+    // file) each step's effects are fenced by its actor's owner and epoch (refused once stale).
+    // One process alone on SQLite has nothing to fence: no fence context at all then, so its
+    // hot path does not pay for async context tracking.
     ...(store.cluster ? { fenceOf: (system: unknown) => engine.fenceOf(system) } : {}),
   });
   const engine: LocalOrderEngine = new LocalOrderEngine({
