@@ -46,6 +46,30 @@ async function claimInProcesses(path: string, ids: readonly string[], mode: 'orp
   return (await Promise.all(children.map((c) => c.done))).flat();
 }
 
+describe('processes opening one new SQLite file at once (order loops starting together)', () => {
+  it('apply each migration once, and every one of them starts', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ordersaga-migrators-'));
+    const path = join(dir, 'store.db');
+    const children = Array.from({ length: 4 }, () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/sqlite-migrator.ts', path], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => (err += d));
+      const ready = new Promise<void>((resolve) => child.stdout.on('data', (d) => String(d).startsWith('ready') && resolve()));
+      const exited = new Promise<{ code: number | null; err: string }>((resolve) => child.once('exit', (code) => resolve({ code, err })));
+      return { child, ready, exited };
+    });
+    await Promise.all(children.map((c) => c.ready));
+    for (const c of children) c.child.stdin.end('go\n');
+    const results = await Promise.all(children.map((c) => c.exited));
+    expect(results).toEqual(results.map(() => ({ code: 0, err: '' })));
+    const store = openSqliteStore(path, createLogger('silent'));
+    const rows = store.db.prepare<[], { version: number; n: number }>('SELECT version, count(*) AS n FROM schema_migrations GROUP BY version ORDER BY version').all();
+    expect(rows.length).toBeGreaterThan(5);
+    expect(rows.every((r) => r.n === 1)).toBe(true);
+    store.close();
+  }, 60_000);
+});
+
 describe('claimers in separate processes on one SQLite file', () => {
   it('never take one order twice, and take exactly the orders of owners without a live lease', async () => {
     dir = mkdtempSync(join(tmpdir(), 'ordersaga-claimers-'));
